@@ -1,0 +1,99 @@
+"""`kts`: the command line. Thin: parse, validate, hand over to the pipeline.
+
+Exit codes: 0 success; 2 bad user input (one line on stderr naming the field or
+file, what was received and what is allowed); 1 internal fault (with traceback).
+TensorFlow and MLflow are imported only inside the commands that need them, so
+``kts --help`` and ``kts validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from service.errors import UserError
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a dotted config key, e.g. --set training.epochs=3 (repeatable).",
+)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter (CUDA probing on CPU hosts)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keras-training-service", prog_name="kts")
+def cli() -> None:
+    """keras-training-service: train, tune, track and serve Keras models from one YAML file."""
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option(
+    "--output-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the run summary (run id, metrics, export) as JSON to this file.",
+)
+def run(config: Path | None, overrides: tuple[str, ...], output_json: Path | None) -> None:
+    """Run the pipeline in CONFIG (default: the bundled digits CNN)."""
+    from service.config import load_config
+
+    cfg = load_config(config or DEFAULT_CONFIG, overrides)
+    quiet_tensorflow()
+    from pipelines.runner import run as run_pipeline
+
+    summary = run_pipeline(cfg)
+    click.echo(summary.to_text())
+    if output_json is not None:
+        output_json.parent.mkdir(parents=True, exist_ok=True)
+        output_json.write_text(summary.to_json() + "\n", encoding="utf-8")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+def validate(config: Path, overrides: tuple[str, ...]) -> None:
+    """Check CONFIG (and overrides) without running anything."""
+    from service.config import load_config
+
+    cfg = load_config(config, overrides)
+    click.echo(f"{config}: ok (pipeline {cfg.name!r}, model {cfg.model.type!r})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    try:
+        cli.main(args=argv, prog_name="kts", standalone_mode=False)
+    except UserError as err:
+        click.echo(f"kts: error: {err}", err=True)
+        return 2
+    except click.exceptions.UsageError as err:
+        message = err.format_message().replace("\n", " ")
+        command = err.ctx.command_path if err.ctx else "kts"
+        click.echo(f"{command}: error: {message} (see '{command} --help')", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("kts: aborted", err=True)
+        return 130
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.ClickException as err:
+        click.echo(f"kts: error: {err.format_message()}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""MLflow tracking for a pipeline run.
+
+Tracking must never break training (the house rule borrowed from MLflow's own Keras
+callback): once the run is open, a failing tracking call is reported once on
+stderr and training goes on. Under pytest (``PYTEST_CURRENT_TEST`` set, which
+subprocesses inherit) tracking errors are raised instead, so they get fixed.
+
+An unreachable tracking server at start is a user problem (exit 2, naming the
+URI) unless ``tracking.required: false``, in which case the run records into a
+local SQLite store that the summary names.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from service.errors import UserError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def resolve_uri(configured: str | None) -> str:
+    """`tracking.uri`, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _strict() -> bool:
+    return bool(os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("KTS_STRICT_TRACKING"))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> str | None:
+    """Return None if the store at ``uri`` answers, else a short reason."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        return type(err).__name__
+    return None if response.ok else f"HTTP {response.status_code}"
+
+
+class Tracker:
+    """One MLflow run, opened by `start` and closed by `end`.
+
+    Use `log_*` for params, metrics, tags and artifacts; `epoch_callback()` gives
+    a Keras callback that logs every epoch's metrics in one `log_batch` call.
+    """
+
+    def __init__(self, client: Any, run_id: str, experiment: str, uri: str, fallback_note: str):
+        self.client = client
+        self.run_id = run_id
+        self.experiment = experiment
+        self.uri = uri
+        self.fallback_note = fallback_note
+        self._reported = False
+
+    # ------------------------------------------------------------- start
+    @classmethod
+    def start(
+        cls,
+        *,
+        uri: str | None,
+        experiment: str,
+        run_name: str | None,
+        required: bool,
+        fallback_dir: Path,
+        tags: Mapping[str, str] | None = None,
+    ) -> Tracker:
+        """Open a run in ``experiment`` (created if missing)."""
+        uri = resolve_uri(uri)
+        note = ""
+        reason = check_reachable(uri)
+        if reason is not None:
+            if required:
+                raise UserError(
+                    f"tracking.uri: the MLflow tracking server at {uri} is unreachable "
+                    f"({reason}); start it, fix the URI, or set tracking.required: false."
+                )
+            fallback_dir.mkdir(parents=True, exist_ok=True)
+            local = f"sqlite:///{(fallback_dir / 'mlflow.db').resolve()}"
+            note = f"tracking server {uri} unreachable ({reason}); recorded locally in {local}"
+            uri = local
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            artifact_location = None
+            if uri.startswith("sqlite:///") and uri != DEFAULT_URI:
+                # Keep artifacts beside a non-default SQLite file, not in the cwd.
+                db = Path(uri[len("sqlite:///") :])
+                artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
+            exp_id = client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            exp_id = found.experiment_id
+        run = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
+        return cls(client, run.info.run_id, experiment, uri, note)
+
+    # ----------------------------------------------------------- logging
+    def _guard(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if _strict():
+                raise
+            if not self._reported:
+                self._reported = True
+                sys.stderr.write(
+                    f"kts: warning: MLflow tracking failed ({what}: {err.__class__.__name__}: "
+                    f"{err}); training continues, further tracking errors are not shown.\n"
+                )
+            return None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._guard("log_params", self.client.log_batch, self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._guard("set_tags", self.client.log_batch, self.run_id, tags=items)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self._guard("log_dict", self.client.log_dict, self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._guard("log_text", self.client.log_text, self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._guard("end", self.client.set_terminated, self.run_id, status)
+
+    def epoch_callback(self):
+        """A Keras callback logging each epoch's logs as metrics (step = epoch)."""
+        import keras
+
+        tracker = self
+
+        class _EpochMetrics(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                metrics = {
+                    k: float(v)
+                    for k, v in (logs or {}).items()
+                    if isinstance(v, (int, float)) or hasattr(v, "__float__")
+                }
+                tracker.log_metrics(metrics, step=epoch)
+
+        return _EpochMetrics()
+
+    def ui_command(self) -> str:
+        """The command that opens the MLflow UI on this run's store."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.uri}"
+        return f"mlflow ui --backend-store-uri {self.uri}"

@@ -1,0 +1,73 @@
+"""Global TensorFlow state, set in exactly one place per run.
+
+Seeds, the mixed-precision policy and the distribution strategy are process-wide
+in TensorFlow. `configure` sets them once at the start of a run and reports what
+was actually chosen, so builders never touch global state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a run actually uses (recorded as run tags)."""
+
+    precision: str
+    strategy: Any
+    strategy_name: str
+    gpus: int
+
+    def scope(self):
+        """Context in which models and optimizers must be created."""
+        return self.strategy.scope()
+
+
+def _gpu_supports_fp16(tf) -> bool:
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        if details.get("compute_capability", (0, 0)) >= (7, 0):
+            return True
+    return False
+
+
+def configure(*, seed: int, precision: str = "auto", distribution: str = "auto") -> Runtime:
+    """Seed everything, set the dtype policy and pick a distribution strategy.
+
+    Args:
+        seed: seeds Python, NumPy and TensorFlow (`keras.utils.set_random_seed`).
+        precision: ``auto`` (mixed_float16 on a GPU of compute capability >= 7.0,
+            else float32), ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+        distribution: ``auto`` (MirroredStrategy when more than one GPU is visible),
+            ``none``, ``mirrored`` or ``multi_worker`` (reads ``TF_CONFIG``).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    # The multi-worker strategy must exist before any other TF op runs.
+    if distribution == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = None
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+
+    if precision == "auto":
+        precision = "mixed_float16" if gpus and _gpu_supports_fp16(tf) else "float32"
+    keras.mixed_precision.set_dtype_policy(precision)
+
+    if strategy is None:
+        if distribution == "mirrored" or (distribution == "auto" and gpus > 1):
+            strategy = tf.distribute.MirroredStrategy()
+        else:
+            strategy = tf.distribute.get_strategy()
+    name = type(strategy).__name__
+    if name == "_DefaultDistributionStrategy":
+        name = "none"
+    return Runtime(precision=precision, strategy=strategy, strategy_name=name, gpus=gpus)
