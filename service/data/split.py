@@ -76,7 +76,7 @@ def stratified_split(
     for rows in groups:
         n_train, n_val, n_test = _allocate(len(rows), fractions)
         if min(n_train, n_val, n_test) < 1:
-            label = f"class {y[rows[0]]!r}" if stratify else "the data"
+            label = f"class {y[rows[0]].item()!r}" if stratify else "the data"
             raise UserError(
                 f"data.split: {label} has {len(rows)} rows; with fractions "
                 f"{fractions} it cannot appear in train, validation and test "

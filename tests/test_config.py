@@ -1,0 +1,124 @@
+"""Config validation at the edge: every mistake is exit 2 and one line naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from service.config import apply_overrides, flatten, load_config, validate
+from service.errors import UserError
+from tests.helpers import CONFIGS, assert_user_error, kts
+
+DEFAULT = CONFIGS / "digits_cnn.yaml"
+
+
+def test_default_config_is_valid_and_typed():
+    cfg = load_config(DEFAULT)
+    assert cfg.name == "digits_cnn"
+    assert cfg.model.type == "simple_cnn"
+    assert cfg.model.options["filters"] == [32, 64]
+    assert cfg.training.optimizer.name == "adam"
+    assert cfg.experiment == "digits_cnn"
+
+
+def test_override_is_type_checked_and_applied():
+    cfg = load_config(DEFAULT, ["training.epochs=3", "model.filters=[8, 16]", "seed=7"])
+    assert cfg.training.epochs == 3
+    assert cfg.model.options["filters"] == [8, 16]
+    assert cfg.seed == 7
+
+
+def test_override_creates_nested_keys_from_plain_values():
+    data = apply_overrides({"name": "x"}, ["training.optimizer.name=sgd"])
+    assert data == {"name": "x", "training": {"optimizer": {"name": "sgd"}}}
+
+
+def test_flatten_uses_dotted_keys():
+    flat = flatten(load_config(DEFAULT).to_dict())
+    assert flat["training.optimizer.learning_rate"] == pytest.approx(0.002)
+    assert flat["data.split.train"] == pytest.approx(0.7)
+    assert flat["model.type"] == "simple_cnn"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        (["training.epoch=3"], ["unknown key `training.epoch`", "Did you mean `epochs`"]),
+        (["training.epochs=abc"], ["`training.epochs`", "received 'abc'"]),
+        (["training.epochs=0"], ["`training.epochs`", "received 0", "greater than or equal to 1"]),
+        (["training.precision=fp8"], ["`training.precision`", "'fp8'", "mixed_float16"]),
+        (["model.filterz=[1]"], ["`model.filterz`", "Did you mean `filters`"]),
+        (["model.type=resnet9000"], ["Unknown model `resnet9000`", "simple_cnn"]),
+        (["data.split.train=0.9"], ["`data.split`", "sum to 1"]),
+        (["training=3"], ["`training`", "received 3"]),
+        (["novalue"], ["`--set`", "'novalue'", "dotted.key=value"]),
+        (["training.epochs.deep=1"], ["training.epochs", "not a section"]),
+    ],
+)
+def test_bad_input_names_the_field(overrides, needles):
+    with pytest.raises(UserError) as info:
+        load_config(DEFAULT, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_missing_required_name(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"type": "simple_cnn"}}))
+    with pytest.raises(UserError, match=r"c\.yaml: missing required key `name`"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: [unclosed", "invalid YAML at line 1"),
+        ("- just\n- a list\n", "expected a mapping of sections"),
+        ("", "expected a mapping of sections"),
+    ],
+)
+def test_malformed_files(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="bad.yaml") as info:
+        load_config(path)
+    assert needle in str(info.value)
+
+
+def test_missing_file_is_user_error(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_non_string_keys_rejected():
+    with pytest.raises(UserError, match="keys must be strings"):
+        validate({"name": "x", 3: "y"})
+
+
+# ------------------------------------------------------------- via the CLI
+def test_cli_validate_ok(tmp_path):
+    result = kts(["validate", str(DEFAULT)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--set", "training.bogus=1"], ["unknown key `training.bogus`"]),
+        (["--set", "training.batch_size=big"], ["`training.batch_size`", "'big'"]),
+        (["--set", "oops"], ["`--set`", "'oops'"]),
+    ],
+)
+def test_cli_bad_input_exit_2_one_line(tmp_path, args, needles):
+    assert_user_error(kts(["validate", str(DEFAULT), *args], cwd=tmp_path), *needles)
+
+
+def test_cli_missing_config_file(tmp_path):
+    assert_user_error(kts(["run", "missing.yaml"], cwd=tmp_path), "missing.yaml", "not found")
+
+
+def test_cli_unknown_option_is_one_line(tmp_path):
+    assert_user_error(kts(["run", "--bogus"], cwd=tmp_path), "--bogus")
