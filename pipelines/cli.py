@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from service.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
@@ -28,8 +29,26 @@ set_option = click.option(
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter (CUDA probing on CPU hosts)."""
+    """Import TensorFlow without its C++ start-up chatter (CUDA probing on CPU hosts).
+
+    Some of those lines are printed before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``,
+    so stderr is muted at the file-descriptor level for the import only. Setting
+    ``TF_CPP_MIN_LOG_LEVEL=0`` shows everything.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,6 +89,10 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
 
     cfg = load_config(config, overrides)
     click.echo(f"{config}: ok (pipeline {cfg.name!r}, model {cfg.model.type!r})")
+
+
+for _command in SERVING_COMMANDS:  # kts serve, predict, promote, rollback
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

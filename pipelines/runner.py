@@ -1,10 +1,19 @@
-"""Run one pipeline from a validated `RunConfig` and report a `RunSummary`."""
+"""Run one pipeline from a validated `RunConfig` and report a `RunSummary`.
+
+ingest -> split -> train -> evaluate -> bless -> export -> register, tracked in one
+MLflow run. A run killed mid-training and started again with the same command
+resumes from its last backed-up epoch into the same MLflow run (the run id and a
+hash of the resolved config are kept in ``runs/<name>/state.json``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,10 @@ class RunSummary:
     tracking_uri: str | None
     split_fingerprint: str
     epochs_run: int
+    blessed: bool = True
+    bless_reason: str = ""
+    registered_version: str | None = None
+    resumed_from_epoch: int = 0
     commands: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -33,20 +46,23 @@ class RunSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def to_text(self) -> str:
-        lines = [
-            f"run:        {self.run_id or '(tracking disabled)'} (experiment {self.experiment!r})"
-        ]
-        lines.append(f"split:      {self.split_fingerprint} ({self.epochs_run} epochs trained)")
+        lines = [f"run:      {self.run_id or '(not tracked)'} (experiment {self.experiment!r})"]
+        resumed = f", resumed at epoch {self.resumed_from_epoch}" if self.resumed_from_epoch else ""
+        lines.append(f"split:    {self.split_fingerprint} ({self.epochs_run} epochs{resumed})")
         for key, value in sorted(self.metrics.items()):
-            lines.append(f"{key + ':':<24}{value:.4f}")
+            lines.append(f"  {key:<22}{value:.4f}")
+        lines.append(f"blessed:  {'yes' if self.blessed else 'no'} ({self.bless_reason})")
         if self.export:
-            lines.append(f"export:     {self.export['path']} (version {self.export['version']})")
+            lines.append(f"export:   {self.export['path']} (version {self.export['version']})")
+        if self.registered_version:
+            lines.append(f"registry: version {self.registered_version} is now 'champion'")
         for name, cmd in self.commands.items():
-            lines.append(f"{name}: {cmd}")
-        lines.extend(f"note: {n}" for n in self.notes)
+            lines.append(f"{name + ':':<11}{cmd}")
+        lines.extend(f"note:     {n}" for n in self.notes)
         return "\n".join(lines)
 
 
+# ------------------------------------------------------------ run metadata
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -54,7 +70,7 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def _package_version() -> str:
@@ -74,44 +90,134 @@ def write_resolved_config(cfg: RunConfig) -> Path:
     return path
 
 
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class RunState:
+    """``runs/<name>/state.json``: which MLflow run an unfinished attempt was writing."""
+
+    def __init__(self, cfg: RunConfig):
+        self.path = cfg.run_dir / "state.json"
+        self.backup_dir = cfg.run_dir / "backup"
+        self.digest = config_hash(cfg)
+
+    def resumable_run_id(self) -> str | None:
+        """The run id to continue, if the last attempt with this config was interrupted."""
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            state.get("status") == "running"
+            and state.get("config") == self.digest
+            and self.backup_dir.is_dir()
+        ):
+            return state.get("run_id")
+        return None
+
+    def write(self, run_id: str | None, status: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": run_id, "status": status, "config": self.digest}))
+        tmp.replace(self.path)
+
+
+# -------------------------------------------------------------------- run
 def run(cfg: RunConfig) -> RunSummary:
-    """Execute ingest -> split -> train -> evaluate -> export, tracked in MLflow."""
+    """Execute the pipeline; see the module docstring."""
     from service.tracking import Tracker
-    from service.training.runtime import configure
+    from service.training.runtime import cluster_role, configure
+
+    is_chief = cluster_role()[0] if cfg.training.distribution == "multi_worker" else True
+    state = RunState(cfg)
+    resume_id = state.resumable_run_id() if cfg.training.resume else None
+    if resume_id is None and is_chief:
+        shutil.rmtree(state.backup_dir, ignore_errors=True)  # never restore another config
+
+    runtime = configure(
+        seed=cfg.seed, precision=cfg.training.precision, distribution=cfg.training.distribution
+    )
+    # Validate the data before anything is recorded: bad data writes nothing.
+    data = steps.ingest(cfg)
+    parts = steps.split(cfg, data)
 
     tracker = None
-    if cfg.tracking.enabled:
-        # Before any heavy work: an unreachable required server fails fast (exit 2).
+    if cfg.tracking.enabled and is_chief:
+        # Before any training: an unreachable required server fails fast (exit 2).
         tracker = Tracker.start(
             uri=cfg.tracking.uri,
             experiment=cfg.experiment,
             run_name=cfg.tracking.run_name,
             required=cfg.tracking.required,
             fallback_dir=cfg.run_dir,
+            resume_run_id=resume_id,
         )
+    if is_chief:
+        state.write(tracker.run_id if tracker else None, "running")
     try:
-        summary = _run_tracked(cfg, tracker, configure)
+        summary = Pipeline(cfg, tracker, runtime, state).run(data, parts)
     except BaseException as err:
         if tracker is not None:
             tracker.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     if tracker is not None:
         tracker.end("FINISHED")
+    if is_chief:
+        state.write(summary.run_id, "finished")
     return summary
 
 
-def _run_tracked(cfg: RunConfig, tracker: Any, configure: Any) -> RunSummary:
-    config_path = write_resolved_config(cfg)
-    runtime = configure(
-        seed=cfg.seed, precision=cfg.training.precision, distribution=cfg.training.distribution
-    )
-    data = steps.ingest(cfg)
-    parts = steps.split(cfg, data)
+class Pipeline:
+    """The steps of one run, wired to its tracker (None when not tracking)."""
 
-    callbacks = []
-    if tracker is not None:
+    def __init__(self, cfg: RunConfig, tracker: Any, runtime: Any, state: RunState):
+        self.cfg, self.tracker, self.runtime, self.state = cfg, tracker, runtime, state
+
+    def run(self, data: Any, parts: steps.SplitResult) -> RunSummary:
+        cfg, tracker, runtime = self.cfg, self.tracker, self.runtime
+        config_path = write_resolved_config(cfg) if runtime.is_chief else None
+
+        callbacks = []
+        if tracker is not None:
+            self._log_start(config_path, data, parts)
+            callbacks.append(tracker.epoch_callback())
+        trained = steps.train(
+            cfg, data, parts, runtime=runtime, callbacks=callbacks, backup_dir=self.state.backup_dir
+        )
+        evaluated = steps.evaluate(cfg, data, parts, trained)
+        metrics = {**evaluated.metrics, "best_epoch": float(trained.best_epoch)}
+        if tracker is not None:
+            tracker.log_metrics(metrics)
+
+        if not runtime.is_chief:
+            # Multi-worker: every worker must take part in saving; only the chief keeps it.
+            with tempfile.TemporaryDirectory() as scratch:
+                steps.export(cfg, data, trained, base_path=scratch)
+            return self._summary(data, parts, trained, metrics, None, None, None)
+
+        blessing = self._bless(data, parts, metrics)
+        exported = registered = None
+        if blessing.blessed and cfg.export.enabled:
+            exported = steps.export(cfg, data, trained)
+            registered = self._register(parts, exported, metrics)
+        if tracker is not None:
+            tags = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
+            if exported is not None:
+                tags.update(
+                    {"kts.export_path": exported.path, "kts.export_version": exported.version}
+                )
+            tracker.set_tags(tags)
+        return self._summary(data, parts, trained, metrics, blessing, exported, registered)
+
+    # ------------------------------------------------------------ pieces
+    def _log_start(self, config_path: Path | None, data: Any, parts: Any) -> None:
+        cfg, tracker, runtime = self.cfg, self.tracker, self.runtime
+        if tracker.resumed:
+            return  # params and tags were logged by the interrupted attempt
         tracker.log_params(flatten(cfg.to_dict()))
-        tracker.log_artifact(config_path)
+        if config_path is not None:
+            tracker.log_artifact(config_path)
         tracker.set_tags(
             {
                 "kts.version": _package_version(),
@@ -121,45 +227,56 @@ def _run_tracked(cfg: RunConfig, tracker: Any, configure: Any) -> RunSummary:
                 "kts.strategy": runtime.strategy_name,
                 "kts.split_fingerprint": parts.fingerprint,
                 "kts.data_source": data.source,
+                "kts.task": data.task,
             }
         )
         tracker.log_dict(
-            {"fingerprint": parts.fingerprint, "class_counts": parts.class_counts}, "split.json"
+            {
+                "fingerprint": parts.fingerprint,
+                "rows": {k: len(v) for k, v in parts.split.parts().items()},
+                "class_counts": parts.class_counts,
+            },
+            "split.json",
         )
-        callbacks.append(tracker.epoch_callback())
 
-    trained = steps.train(cfg, data, parts, runtime=runtime, callbacks=callbacks)
-    evaluated = steps.evaluate(cfg, data, parts, trained)
-    metrics = {**evaluated.metrics, "best_epoch": float(trained.best_epoch)}
+    def _bless(self, data: Any, parts: Any, metrics: dict[str, float]) -> steps.Blessing:
+        from pipelines.promotion import bless
 
-    exported = steps.export(cfg, data, trained) if cfg.export.enabled else None
-    if tracker is not None:
-        tracker.log_metrics(metrics)
+        return bless(self.cfg, self.tracker, data, parts, metrics)
+
+    def _register(self, parts: Any, exported: Any, metrics: dict[str, float]) -> str | None:
+        if self.tracker is None or not self.cfg.registry.enabled:
+            return None
+        from pipelines.promotion import register
+
+        return register(self.cfg, self.tracker, parts, exported, metrics)
+
+    def _summary(self, data, parts, trained, metrics, blessing, exported, registered) -> RunSummary:
+        cfg, tracker = self.cfg, self.tracker
+        commands: dict[str, str] = {}
+        notes: list[str] = []
+        if tracker is not None:
+            commands["mlflow ui"] = tracker.ui_command()
+            if tracker.fallback_note:
+                notes.append(tracker.fallback_note)
         if exported is not None:
-            tracker.set_tags(
-                {"kts.export_path": exported.path, "kts.export_version": exported.version}
+            base = Path(exported.path).parent
+            commands["serve"] = (
+                f"kts serve --model_name={cfg.export_name} --model_base_path={base} "
+                "--port=8500 --rest_api_port=8501"
             )
-
-    commands = {}
-    notes = []
-    if tracker is not None:
-        commands["mlflow ui"] = tracker.ui_command()
-        if tracker.fallback_note:
-            notes.append(tracker.fallback_note)
-    if exported is not None:
-        base = Path(exported.path).parent
-        commands["serve"] = (
-            f"kts serve --model_name {cfg.export_name} --model_base_path {base} "
-            "--port 8500 --rest_api_port 8501"
+        return RunSummary(
+            run_id=tracker.run_id if tracker else None,
+            experiment=cfg.experiment,
+            metrics=metrics,
+            export=asdict(exported) if exported else None,
+            tracking_uri=tracker.uri if tracker else None,
+            split_fingerprint=parts.fingerprint,
+            epochs_run=trained.epochs_run,
+            blessed=blessing.blessed if blessing else False,
+            bless_reason=blessing.reason if blessing else "not the chief worker",
+            registered_version=registered,
+            resumed_from_epoch=trained.initial_epoch,
+            commands=commands,
+            notes=notes,
         )
-    return RunSummary(
-        run_id=tracker.run_id if tracker else None,
-        experiment=cfg.experiment,
-        metrics=metrics,
-        export=asdict(exported) if exported else None,
-        tracking_uri=tracker.uri if tracker else None,
-        split_fingerprint=parts.fingerprint,
-        epochs_run=trained.epochs_run,
-        commands=commands,
-        notes=notes,
-    )

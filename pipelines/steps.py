@@ -1,14 +1,16 @@
 """The pipeline's steps: each takes typed inputs and returns one typed result.
 
-ingest -> split -> train -> evaluate -> export. Each step checks that it produced
-what it promised (non-empty parts, a finite metric, a loadable version folder)
-so a broken step fails where it broke, not three steps later.
+ingest -> split -> train -> evaluate -> bless -> export -> register. Each step
+checks that it produced what it promised (non-empty parts, finite metrics, a
+loadable version folder) so a broken step fails where it broke.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +33,22 @@ class Trained:
     history: dict[str, list[float]]
     epochs_run: int
     best_epoch: int
+    loss: str
+    initial_epoch: int = 0
 
 
 @dataclass(frozen=True)
 class Evaluated:
     metrics: dict[str, float]
+    predictions: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class Blessing:
+    blessed: bool
+    reason: str
+    champion_version: str | None = None
+    champion_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,10 +58,10 @@ class ExportResult:
 
 
 def ingest(cfg: RunConfig) -> Dataset:
-    """Load the configured data source into memory."""
+    """Load and validate the configured data source."""
     from service.data import sources
 
-    data = sources.load(cfg.data.source)
+    data = sources.load(cfg.data)
     if len(data) == 0:
         raise RuntimeError(f"ingest: source {cfg.data.source!r} produced no rows")
     return data
@@ -56,57 +69,109 @@ def ingest(cfg: RunConfig) -> Dataset:
 
 def split(cfg: RunConfig, data: Dataset) -> SplitResult:
     """Make the run's one train / validation / test split."""
-    from service.data.split import stratified_split
+    from service.data.split import make_split
 
-    s = cfg.data.split
-    result = stratified_split(
+    result = make_split(
         data.y,
-        fractions=(s.train, s.validation, s.test),
+        cfg.data.split,
         seed=cfg.seed,
-        stratify=s.stratify and data.task != "regression",
+        classification=data.task in ("multiclass", "binary"),
+        groups=data.groups,
+        ordered=data.ordered,
+        class_names=data.class_names,
     )
     for name, idx in result.parts().items():
         if len(idx) == 0:
             raise RuntimeError(f"split: the {name} part is empty")
-    return SplitResult(result, result.fingerprint, result.class_counts(data.y))
+    counts = result.class_counts(data.y) if data.task in ("multiclass", "binary") else {}
+    return SplitResult(result, result.fingerprint, counts)
+
+
+def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
+    """Preprocessing fitted on ``train_rows`` + the configured builder, as one model."""
+    from service import models
+    from service.data.preprocess import assemble, fit_preprocessing
+
+    pre = fit_preprocessing(data, train_rows, cfg.data.preprocessing)
+    options = dict(cfg.model.options)
+    params = inspect.signature(models.entry(cfg.model.type).fn).parameters
+    for key, value in pre.builder_options.items():
+        if key in params:
+            options.setdefault(key, value)
+    if "task" in params:
+        options.setdefault("task", data.task)
+    core = models.build(
+        cfg.model.type, input_shape=pre.output_shape, num_classes=data.output_size, **options
+    )
+    return assemble(
+        core,
+        pre,
+        raw_shape=data.input_shape,
+        input_name=data.input_name,
+        text=data.kind == "text",
+    )
+
+
+def _one_hot(cfg: RunConfig, data: Dataset) -> int | None:
+    return data.num_classes if cfg.training.loss == "categorical_crossentropy" else None
 
 
 def train(
-    cfg: RunConfig, data: Dataset, parts: SplitResult, *, runtime: Any, callbacks: list
+    cfg: RunConfig,
+    data: Dataset,
+    parts: SplitResult,
+    *,
+    runtime: Any,
+    callbacks: list,
+    backup_dir: Path | None = None,
 ) -> Trained:
     """Build the configured model (preprocessing fitted on train only) and fit it."""
-    from service import models
-    from service.data.preprocess import with_normalization
     from service.training import trainer
 
     tr, va = parts.split.train, parts.split.validation
-    with runtime.scope():
-        core = models.build(
-            cfg.model.type,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            **cfg.model.options,
-        )
-        model = with_normalization(core, data.x[tr], input_name=data.input_name)
-        trainer.compile_model(model, cfg.training, data.task)
     bs = cfg.training.batch_size
+    steps_per_epoch = max(1, math.ceil(len(tr) / bs))
+    with runtime.scope():
+        model = build_model(cfg, data, tr)
+        loss = trainer.compile_model(
+            model, cfg.training, data.task, steps_per_epoch=steps_per_epoch
+        )
+    one_hot = _one_hot(cfg, data)
+    train_ds = trainer.make_dataset(
+        data.x[tr], data.y[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=one_hot
+    )
+    val_ds = trainer.make_dataset(
+        data.x[va], data.y[va], batch_size=bs, shuffle=False, seed=0, one_hot=one_hot
+    )
+    weights = (
+        trainer.class_weights(cfg.training, data.y[tr], data.class_names)
+        if data.task in ("multiclass", "binary")
+        else None
+    )
     history = model.fit(
-        trainer.make_dataset(data.x[tr], data.y[tr], batch_size=bs, shuffle=True, seed=cfg.seed),
-        validation_data=trainer.make_dataset(
-            data.x[va], data.y[va], batch_size=bs, shuffle=False, seed=0
-        ),
+        train_ds,
+        validation_data=val_ds,
         epochs=cfg.training.epochs,
-        callbacks=trainer.standard_callbacks(cfg.training) + callbacks,
+        # Tracking callbacks first: an epoch is logged before it is backed up, and a
+        # replayed epoch is not logged twice (the tracker skips logged steps).
+        callbacks=callbacks
+        + trainer.standard_callbacks(
+            cfg.training, backup_dir=str(backup_dir) if backup_dir else None
+        ),
         verbose=cfg.training.verbose,
+        class_weight=weights,
         shuffle=False,  # the train dataset shuffles itself each epoch
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     if not hist.get("loss") or not all(math.isfinite(v) for v in hist["loss"]):
         raise RuntimeError(f"train: loss is not finite: {hist.get('loss')}")
+    first_epoch = int(history.epoch[0]) if history.epoch else 0
     monitor = cfg.training.early_stopping.monitor
     curve = hist.get(monitor, hist["loss"])
-    best = int(np.argmax(curve) if "acc" in monitor else np.argmin(curve))
-    return Trained(model, hist, len(hist["loss"]), best)
+    best = int(np.argmax(curve) if "acc" in monitor or "auc" in monitor else np.argmin(curve))
+    return Trained(
+        model, hist, first_epoch + len(hist["loss"]), first_epoch + best, loss, first_epoch
+    )
 
 
 def evaluate(cfg: RunConfig, data: Dataset, parts: SplitResult, trained: Trained) -> Evaluated:
@@ -115,20 +180,27 @@ def evaluate(cfg: RunConfig, data: Dataset, parts: SplitResult, trained: Trained
 
     te = parts.split.test
     result = trainer.evaluate(
-        trained.model, data.x[te], data.y[te], task=data.task, batch_size=cfg.training.batch_size
+        trained.model,
+        data.x[te],
+        data.y[te],
+        task=data.task,
+        batch_size=cfg.training.batch_size,
+        one_hot=_one_hot(cfg, data),
     )
     if not all(math.isfinite(v) for v in result.metrics.values()):
         raise RuntimeError(f"evaluate: non-finite test metrics {result.metrics}")
-    return Evaluated(result.metrics)
+    return Evaluated(result.metrics, result.predictions)
 
 
-def export(cfg: RunConfig, data: Dataset, trained: Trained) -> ExportResult:
+def export(
+    cfg: RunConfig, data: Dataset, trained: Trained, *, base_path: str | None = None
+) -> ExportResult:
     """Write the next TF-Serving version of the model."""
     from serving.export import export_saved_model
 
     out = export_saved_model(
         trained.model,
-        base_path=cfg.export.base_path,
+        base_path=base_path or cfg.export.base_path,
         model_name=cfg.export_name,
         input_name=data.input_name,
         task=data.task,

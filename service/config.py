@@ -33,16 +33,45 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------- data
 class SplitConfig(Section):
-    """Fractions of the rows that go to train / validation / test (sum to 1)."""
+    """How rows go to train / validation / test.
 
-    train: float = Field(0.7, gt=0, lt=1)
-    validation: float = Field(0.15, gt=0, lt=1)
-    test: float = Field(0.15, gt=0, lt=1)
+    Values below 1 are fractions (summing to 1); whole numbers >= 1 are row counts
+    (train may then be ``-1``: "all the rest"). Classification splits are stratified
+    by default; time series are split in order (no shuffling, no look-ahead); with
+    `data.group` no group spans two parts.
+    """
+
+    train: float = Field(0.7, ge=-1)
+    validation: float = Field(0.15, gt=0)
+    test: float = Field(0.15, gt=0)
     stratify: bool = True
+    ordered: bool | None = None
+    kfold: int | None = Field(None, ge=2, le=100)
+
+    @property
+    def uses_counts(self) -> bool:
+        return self.validation >= 1 and self.test >= 1
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> SplitConfig:
-        total = self.train + self.validation + self.test
+    def _consistent(self) -> SplitConfig:
+        if self.uses_counts:
+            for name in ("validation", "test"):
+                value = getattr(self, name)
+                if value != int(value):
+                    raise ValueError(f"{name} must be a whole row count; received {value}")
+            if self.train != -1 and (self.train < 1 or self.train != int(self.train)):
+                raise ValueError(
+                    f"with row counts, train must be a whole count or -1 (the rest); "
+                    f"received {self.train}"
+                )
+            return self
+        parts = (self.train, self.validation, self.test)
+        if not all(0 < p < 1 for p in parts):
+            raise ValueError(
+                f"fractions must lie in (0, 1), or validation and test be row counts >= 1; "
+                f"received {parts}"
+            )
+        total = sum(parts)
         if abs(total - 1.0) > 1e-6:
             raise ValueError(
                 f"train + validation + test must sum to 1; received {self.train} + "
@@ -51,11 +80,80 @@ class SplitConfig(Section):
         return self
 
 
-class DataConfig(Section):
-    """Where the examples come from and how they are split."""
+class FeatureSpec(Section):
+    """One feature of a TFRecord of `tf.train.Example`s."""
 
-    source: Literal["digits"] = "digits"
+    dtype: Literal["float32", "int64", "string"] = "float32"
+    shape: list[int] = Field(default_factory=list)
+
+
+class PreprocessingConfig(Section):
+    """Preprocessing fitted on the train split only and exported inside the model."""
+
+    normalize: bool = True
+    pca: int | None = Field(None, ge=1)
+    lda: int | None = Field(None, ge=1)
+    max_tokens: int = Field(20_000, ge=10)
+    sequence_length: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _one_projection(self) -> PreprocessingConfig:
+        if self.pca and self.lda:
+            raise ValueError("choose at most one of pca and lda")
+        return self
+
+
+BUILTIN_SOURCES = ("digits", "breast_cancer", "sunspots")
+FILE_SOURCES = ("csv", "parquet", "npz", "image_dir", "text_dir", "tfrecord")
+
+
+class DataConfig(Section):
+    """Where the examples come from, what the label means and how rows are split.
+
+    Built-in sources ship inside installed packages (no download): ``digits`` and
+    ``breast_cancer`` (scikit-learn), ``sunspots`` (statsmodels; yearly sunspot
+    numbers, a time series). File sources read `path`.
+    """
+
+    source: Literal[
+        "digits",
+        "breast_cancer",
+        "sunspots",
+        "csv",
+        "parquet",
+        "npz",
+        "image_dir",
+        "text_dir",
+        "tfrecord",
+    ] = "digits"
+    path: str | None = None
+    label: str | None = None
+    features: list[str] | None = None
+    text: str | None = None
+    group: str | None = None
+    task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = "auto"
+    classes: list[str] | None = None
+    image_size: tuple[int, int] = (64, 64)
+    color_mode: Literal["grayscale", "rgb"] = "rgb"
+    feature_spec: dict[str, FeatureSpec] | None = None
+    window: int | None = Field(None, ge=1)
+    horizon: int = Field(1, ge=1)
     split: SplitConfig = SplitConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DataConfig:
+        if self.source in FILE_SOURCES and not self.path:
+            raise ValueError(f"source {self.source!r} needs `path` (a file or folder)")
+        if self.source in BUILTIN_SOURCES and self.path:
+            raise ValueError(f"source {self.source!r} is built in; remove `path`")
+        if self.source in ("csv", "parquet") and not self.label:
+            raise ValueError(f"source {self.source!r} needs `label` (the label column)")
+        if self.source == "tfrecord" and not (self.feature_spec and self.label):
+            raise ValueError("source 'tfrecord' needs `feature_spec` and `label`")
+        if self.source == "tfrecord" and self.label not in (self.feature_spec or {}):
+            raise ValueError(f"label {self.label!r} must be one of the feature_spec keys")
+        return self
 
 
 # -------------------------------------------------------------------- model
@@ -100,6 +198,49 @@ class OptimizerConfig(Section):
     clipvalue: float | None = Field(None, gt=0)
 
 
+class ScheduleConfig(Section):
+    """Learning-rate schedule over optimizer steps, optionally after a linear warm-up.
+
+    ``piecewise`` takes step `boundaries` and `values` (multipliers of the base rate,
+    one more than the boundaries); ``exponential`` and ``inverse_time`` use
+    `decay_rate`; ``cosine`` and ``polynomial`` decay to ``alpha x`` the base rate;
+    ``cosine_restarts`` restarts every `decay_steps` (times `t_mul`). Unset
+    `decay_steps` means the whole run.
+    """
+
+    type: Literal[
+        "constant",
+        "piecewise",
+        "exponential",
+        "inverse_time",
+        "cosine",
+        "cosine_restarts",
+        "polynomial",
+    ] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    decay_steps: int | None = Field(None, ge=1)
+    decay_rate: float = Field(0.5, gt=0)
+    staircase: bool = False
+    alpha: float = Field(0.0, ge=0, le=1)
+    power: float = Field(1.0, gt=0)
+    t_mul: float = Field(2.0, gt=0)
+    m_mul: float = Field(1.0, gt=0)
+    boundaries: list[int] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _piecewise_shape(self) -> ScheduleConfig:
+        if self.type == "piecewise":
+            if not self.boundaries or len(self.values) != len(self.boundaries) + 1:
+                raise ValueError(
+                    "piecewise needs boundaries (steps) and one more value than boundaries; "
+                    f"received {len(self.boundaries)} boundaries and {len(self.values)} values"
+                )
+            if sorted(self.boundaries) != self.boundaries:
+                raise ValueError(f"boundaries must increase; received {self.boundaries}")
+        return self
+
+
 class EarlyStoppingConfig(Section):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
 
@@ -110,17 +251,52 @@ class EarlyStoppingConfig(Section):
     restore_best_weights: bool = True
 
 
+LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
+    "multiclass": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
+    "binary": ("sparse_categorical_crossentropy", "binary_crossentropy"),
+    "multilabel": ("binary_crossentropy", "binary_focal_crossentropy"),
+    "regression": ("mean_squared_error", "mean_absolute_error", "huber"),
+}
+
+
 class TrainingConfig(Section):
     """How the weights are fitted on the train split."""
 
     epochs: int = Field(30, ge=1, le=100_000)
     batch_size: int = Field(64, ge=1, le=1_000_000)
     optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    loss: Literal[
+        "auto",
+        "sparse_categorical_crossentropy",
+        "categorical_crossentropy",
+        "binary_crossentropy",
+        "binary_focal_crossentropy",
+        "mean_squared_error",
+        "mean_absolute_error",
+        "huber",
+    ] = "auto"
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: bool = False
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    resume: bool = True
     verbose: int = Field(0, ge=0, le=2)
+
+
+class BlessConfig(Section):
+    """The gate between a trained candidate and the served champion.
+
+    The candidate is exported, registered and made `champion` only when it beats
+    the current champion on `metric` (on the same test split) by `min_improvement`
+    (or when there is no champion yet).
+    """
+
+    enabled: bool = True
+    metric: str = "test_accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    min_improvement: float = Field(0.0, ge=0)
 
 
 # ---------------------------------------------------------- tracking/export
@@ -142,6 +318,13 @@ class ExportConfig(Section):
     model_name: str | None = Field(None, pattern=NAME_PATTERN)
 
 
+class RegistryConfig(Section):
+    """MLflow Model Registry entry for blessed models (None name: the pipeline name)."""
+
+    enabled: bool = True
+    model_name: str | None = Field(None, pattern=NAME_PATTERN)
+
+
 class RunConfig(Section):
     """The whole pipeline: one YAML file."""
 
@@ -153,11 +336,17 @@ class RunConfig(Section):
     training: TrainingConfig = TrainingConfig()
     tuning: None = None
     tracking: TrackingConfig = TrackingConfig()
+    bless: BlessConfig = BlessConfig()
+    registry: RegistryConfig = RegistryConfig()
     export: ExportConfig = ExportConfig()
 
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def registered_name(self) -> str:
+        return self.registry.model_name or self.name
 
     @property
     def export_name(self) -> str:

@@ -59,6 +59,7 @@ class Tracker:
         self.experiment = experiment
         self.uri = uri
         self.fallback_note = fallback_note
+        self.resumed = False
         self._reported = False
 
     # ------------------------------------------------------------- start
@@ -72,8 +73,14 @@ class Tracker:
         required: bool,
         fallback_dir: Path,
         tags: Mapping[str, str] | None = None,
+        resume_run_id: str | None = None,
     ) -> Tracker:
-        """Open a run in ``experiment`` (created if missing)."""
+        """Open a run in ``experiment`` (created if missing).
+
+        With ``resume_run_id`` (a run of an interrupted attempt) that run is
+        reopened instead of creating a new one, so a resumed training continues
+        the same MLflow run.
+        """
         uri = resolve_uri(uri)
         note = ""
         reason = check_reachable(uri)
@@ -105,8 +112,20 @@ class Tracker:
             exp_id = client.create_experiment(experiment, artifact_location=artifact_location)
         else:
             exp_id = found.experiment_id
-        run = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
-        return cls(client, run.info.run_id, experiment, uri, note)
+        run_id = None
+        if resume_run_id:
+            try:
+                old = client.get_run(resume_run_id)
+            except Exception:  # deleted or from another store: start afresh
+                old = None
+            if old is not None and old.info.experiment_id == exp_id:
+                client.update_run(resume_run_id, status="RUNNING")
+                run_id = resume_run_id
+        if run_id is None:
+            run_id = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+        tracker = cls(client, run_id, experiment, uri, note)
+        tracker.resumed = run_id == resume_run_id
+        return tracker
 
     # ----------------------------------------------------------- logging
     def _guard(self, what: str, fn, *args, **kwargs):
@@ -155,14 +174,28 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         self._guard("end", self.client.set_terminated, self.run_id, status)
 
+    def logged_steps(self, metric: str = "loss") -> set[int]:
+        """Steps already logged for ``metric`` (epochs of an interrupted attempt)."""
+        history = self._guard(
+            "get_metric_history", self.client.get_metric_history, self.run_id, metric
+        )
+        return {m.step for m in history or []}
+
     def epoch_callback(self):
-        """A Keras callback logging each epoch's logs as metrics (step = epoch)."""
+        """A Keras callback logging each epoch's logs as metrics (step = epoch).
+
+        Epochs already logged in this run (before an interruption) are skipped, so a
+        resumed training never duplicates a step.
+        """
         import keras
 
         tracker = self
+        done = self.logged_steps() if self.resumed else set()
 
         class _EpochMetrics(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
+                if epoch in done:
+                    return
                 metrics = {
                     k: float(v)
                     for k, v in (logs or {}).items()
@@ -177,3 +210,34 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             return f"open {self.uri}"
         return f"mlflow ui --backend-store-uri {self.uri}"
+
+
+# ------------------------------------------------------------- model registry
+CHAMPION = "champion"
+
+
+def champion_version(client: Any, name: str) -> Any | None:
+    """The registered model version carrying the `champion` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register_version(
+    client: Any, name: str, *, run_id: str, source: str, tags: Mapping[str, Any]
+) -> str:
+    """Register ``source`` as a new version of ``name``, make it `champion`; return the version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    )
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    return str(version.version)

@@ -32,7 +32,7 @@ def test_kts_run_tracks_and_exports(tmp_path, digits):
     assert set(summary) >= {"run_id", "experiment", "metrics", "export"}
     assert summary["run_id"] in result.stdout
     assert "mlflow ui --backend-store-uri" in result.stdout
-    assert "kts serve --model_name digits_cnn" in result.stdout
+    assert "kts serve --model_name=digits_cnn" in result.stdout
     assert summary["export"]["version"] == 1
 
     # MLflow: the embedded default store in the working directory holds the run.
@@ -54,6 +54,11 @@ def test_kts_run_tracks_and_exports(tmp_path, digits):
 
     # Export: named signature, raw pixels in, and it reproduces the logged test score
     # on the same (recomputed) test split.
+    assert summary["blessed"] is True
+    assert summary["registered_version"] == "1"
+    champion = client.get_model_version_by_alias("digits_cnn", "champion")
+    assert champion.run_id == summary["run_id"]
+    assert champion.tags["kts.serving_version"] == "1"
     export = summary["export"]["path"]
     loaded = tf.saved_model.load(export)
     serve = loaded.signatures["serving_default"]
@@ -69,8 +74,11 @@ def test_kts_run_tracks_and_exports(tmp_path, digits):
     accuracy = float((out["class_ids"].numpy() == digits.y[split.test]).mean())
     assert accuracy == pytest.approx(summary["metrics"]["test_accuracy"], abs=1e-9)
 
-    # A second run gets the next version, and a second MLflow run in the same experiment.
-    again = kts(["run", str(DEFAULT), "--set", "training.epochs=1"], cwd=tmp_path)
+    # A second run (gate off) gets the next version and a second MLflow run.
+    again = kts(
+        ["run", str(DEFAULT), "--set", "training.epochs=1", "--set", "bless.enabled=false"],
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "serving_models" / "digits_cnn").iterdir()) == [
         "1",

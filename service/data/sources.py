@@ -1,17 +1,29 @@
-"""Data sources: turn `data.source` into arrays plus what the model needs to know.
+"""Data sources: turn the `data` config into validated in-memory arrays.
 
-Built-in sets ship inside installed packages (scikit-learn), so nothing is
-downloaded, which matters on air-gapped clusters.
+Every source ends in the same `Dataset`: features ``x`` (float32 images, tabular
+rows or sequences; strings for text), labels ``y`` and what they mean. Problems
+with the user's data (missing columns, NaN, unknown labels, undecodable images,
+empty files) are `UserError`s naming the file, column or rows and what was
+expected, raised before any training starts.
+
+Built-in sets ship inside installed packages (scikit-learn, statsmodels), so
+nothing is downloaded, which matters on air-gapped clusters.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from service.errors import UserError
+
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
+Kind = Literal["image", "tabular", "sequence", "text"]
+INPUT_NAMES = {"image": "image", "tabular": "features", "sequence": "sequence", "text": "text"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 @dataclass(frozen=True)
@@ -19,21 +31,34 @@ class Dataset:
     """In-memory examples.
 
     Attributes:
-        x: features, shape ``(rows, *input_shape)``, float32, raw units (no scaling).
-        y: labels, shape ``(rows,)``; int class ids for classification.
+        x: features, ``(rows, *input_shape)`` float32 in raw units (images
+            ``(rows, H, W, C)``, tables ``(rows, features)``, sequences
+            ``(rows, steps, channels)``), or ``(rows,)`` strings for text.
+        y: ``(rows,)`` int class ids (classification), ``(rows, horizon)`` or
+            ``(rows,)`` float targets (regression), ``(rows, classes)`` 0/1 (multilabel).
         task: what the labels mean.
+        kind: what the features are; picks preprocessing and the input name.
         class_names: one name per class id (empty for regression).
-        input_name: name the exported serving signature gives the input.
         source: human-readable description for the run record.
+        groups: optional ``(rows,)`` group ids (no group spans two split parts).
+        ordered: rows are in time order (split without shuffling).
+        feature_names: column names of tabular features.
     """
 
     x: np.ndarray
     y: np.ndarray
     task: Task
+    kind: Kind
     class_names: tuple[str, ...]
-    input_name: str
     source: str
-    meta: dict = field(default_factory=dict)
+    groups: np.ndarray | None = None
+    ordered: bool = False
+    feature_names: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_name(self) -> str:
+        return INPUT_NAMES[self.kind]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -43,30 +68,416 @@ class Dataset:
     def num_classes(self) -> int | None:
         return len(self.class_names) or None
 
+    @property
+    def output_size(self) -> int | None:
+        """Classes for classifiers, target width for regression."""
+        if self.task == "regression":
+            return int(self.y.shape[1]) if self.y.ndim == 2 else 1
+        return self.num_classes
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
 
+# ------------------------------------------------------------------ checks
+def _fail(where: str, message: str) -> UserError:
+    return UserError(f"{where}: {message}")
+
+
+def _check_finite(values: np.ndarray, where: str, what: str) -> None:
+    if values.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+        raise _fail(
+            where,
+            f"{what} has {len(rows)} rows with NaN or inf (first row {int(rows[0])}); "
+            "expected finite numbers",
+        )
+
+
+def _encode_labels(
+    raw: np.ndarray, *, where: str, task: str, declared: list[str] | None
+) -> tuple[np.ndarray, Task, tuple[str, ...]]:
+    """Map raw labels to class ids (or floats for regression), inferring the task."""
+    if raw.dtype.kind in "fc" and not np.isfinite(raw.astype("float64")).all():
+        n = int((~np.isfinite(raw.astype("float64"))).sum())
+        raise _fail(where, f"{n} labels are NaN or inf; expected a label on every row")
+    if raw.dtype.kind == "O" and any(v is None or v != v for v in raw):  # None or NaN
+        n = sum(1 for v in raw if v is None or v != v)
+        raise _fail(where, f"{n} labels are missing; expected a label on every row")
+    if task == "regression" or (
+        task == "auto"
+        and declared is None
+        and raw.dtype.kind == "f"
+        and not np.allclose(raw, np.round(raw))
+    ):
+        return raw.astype("float32"), "regression", ()
+    text = [str(int(v)) if isinstance(v, float) and v == int(v) else str(v) for v in raw.tolist()]
+    names = sorted(set(text), key=lambda v: (0, int(v)) if v.lstrip("-").isdigit() else (1, v))
+    if declared is not None:
+        unknown = sorted(set(text) - set(declared))
+        if unknown:
+            raise _fail(
+                where,
+                f"labels {unknown[:5]} are not among the declared classes {declared}",
+            )
+        names = list(declared)
+    if len(names) < 2:
+        raise _fail(where, f"found {len(names)} class ({names}); expected at least 2 classes")
+    ids = {name: i for i, name in enumerate(names)}
+    y = np.array([ids[v] for v in text], dtype="int64")
+    del text
+    inferred: Task = "binary" if len(names) == 2 else "multiclass"
+    if task not in ("auto", "regression"):
+        inferred = task  # type: ignore[assignment]
+    return y, inferred, tuple(names)
+
+
+# --------------------------------------------------------------- built-ins
 def load_digits() -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits, pixel values 0..16, as (8, 8, 1)."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
-    x = bunch.images.astype("float32")[..., None]
-    y = bunch.target.astype("int64")
     return Dataset(
-        x=x,
-        y=y,
+        x=bunch.images.astype("float32")[..., None],
+        y=bunch.target.astype("int64"),
         task="multiclass",
+        kind="image",
         class_names=tuple(str(c) for c in bunch.target_names),
-        input_name="image",
         source="sklearn.datasets.load_digits",
     )
 
 
-BUILTIN = {"digits": load_digits}
+def load_breast_cancer() -> Dataset:
+    """scikit-learn's Wisconsin breast-cancer table: 569 rows, 30 features, 2 classes."""
+    from sklearn.datasets import load_breast_cancer as sk_bc
+
+    bunch = sk_bc()
+    return Dataset(
+        x=bunch.data.astype("float32"),
+        y=bunch.target.astype("int64"),
+        task="binary",
+        kind="tabular",
+        class_names=tuple(str(c) for c in bunch.target_names),
+        source="sklearn.datasets.load_breast_cancer",
+        feature_names=tuple(str(c) for c in bunch.feature_names),
+    )
 
 
-def load(source: str) -> Dataset:
-    """Load the data named by `data.source`."""
-    return BUILTIN[source]()
+def windows(series: np.ndarray, *, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sliding windows over a 1-D series: ``x[i] = s[i:i+window]``, ``y[i]`` the next ``horizon``."""
+    n = len(series) - window - horizon + 1
+    if n < 1:
+        raise UserError(
+            f"data.window: received {window} (+ horizon {horizon}) for a series of "
+            f"{len(series)} values; expected window + horizon <= {len(series)}"
+        )
+    idx = np.arange(window)[None, :] + np.arange(n)[:, None]
+    x = series[idx][..., None].astype("float32")
+    y = series[np.arange(horizon)[None, :] + np.arange(n)[:, None] + window].astype("float32")
+    return x, y
+
+
+def load_sunspots(window: int, horizon: int) -> Dataset:
+    """statsmodels' yearly sunspot numbers 1700-2008 as windows -> next values (regression)."""
+    from statsmodels.datasets import sunspots
+
+    series = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy("float32")
+    x, y = windows(series, window=window, horizon=horizon)
+    return Dataset(
+        x=x,
+        y=y,
+        task="regression",
+        kind="sequence",
+        class_names=(),
+        source="statsmodels.datasets.sunspots",
+        ordered=True,
+    )
+
+
+# ------------------------------------------------------------------- files
+def _read_table(cfg: Any) -> Any:
+    import pandas as pd
+
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise _fail(str(path), f"{cfg.source} file not found")
+    if path.stat().st_size == 0:
+        raise _fail(str(path), "file is empty; expected a header and at least one row")
+    try:
+        if cfg.source == "csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_parquet(path)
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _fail(str(path), f"cannot read as {cfg.source}: {message}") from None
+    if len(frame) == 0:
+        raise _fail(str(path), "has a header but no rows; expected at least one row")
+    return frame
+
+
+def load_table(cfg: Any) -> Dataset:
+    """CSV or Parquet: `label` column, `features` columns (default: all others), or `text`."""
+    frame = _read_table(cfg)
+    where = str(cfg.path)
+    columns = [str(c) for c in frame.columns]
+    reserved = [c for c in (cfg.label, cfg.text, cfg.group) if c]
+    wanted = list(cfg.features) if cfg.features else []
+    missing = [c for c in [*reserved, *wanted] if c not in columns]
+    if missing:
+        raise _fail(where, f"missing columns {missing}; the file has {columns}")
+    if cfg.features:
+        extra = [c for c in columns if c not in wanted and c not in reserved]
+        if extra:
+            raise _fail(
+                where,
+                f"unexpected columns {extra}; expected only {wanted + reserved} "
+                "(list them in data.features or drop them)",
+            )
+    label_where = f"{where}: column {cfg.label!r}"
+    groups = frame[cfg.group].astype(str).to_numpy() if cfg.group else None
+    if cfg.window:
+        series = frame[cfg.label]
+        if series.dtype.kind not in "if":
+            raise _fail(
+                label_where, f"has dtype {series.dtype}; expected numbers for a time series"
+            )
+        values = series.to_numpy("float64")
+        _check_finite(values, label_where, "the series")
+        x, y = windows(values, window=cfg.window, horizon=cfg.horizon)
+        return Dataset(x, y, "regression", "sequence", (), f"{cfg.source}:{where}", ordered=True)
+
+    y, task, names = _encode_labels(
+        frame[cfg.label].to_numpy(), where=label_where, task=cfg.task, declared=cfg.classes
+    )
+    if cfg.text:
+        text = frame[cfg.text]
+        if text.isna().any():
+            rows = np.flatnonzero(text.isna().to_numpy())
+            raise _fail(
+                f"{where}: column {cfg.text!r}",
+                f"{len(rows)} rows have no text (first row {int(rows[0])}); expected a string",
+            )
+        return Dataset(
+            text.astype(str).to_numpy(dtype=object),
+            y,
+            task,
+            "text",
+            names,
+            f"{cfg.source}:{where}",
+            groups=groups,
+        )
+    feature_cols = wanted or [c for c in columns if c not in reserved]
+    if not feature_cols:
+        raise _fail(where, f"has no feature columns besides {reserved}")
+    for col in feature_cols:
+        dtype = frame[col].dtype
+        if dtype.kind not in "biuf":
+            sample = frame[col].dropna().astype(str).head(1).tolist()
+            raise _fail(
+                f"{where}: column {col!r}",
+                f"has dtype {dtype} (e.g. {sample[0]!r}); expected numbers"
+                if sample
+                else f"has dtype {dtype}; expected numbers",
+            )
+    x = frame[feature_cols].to_numpy("float64")
+    _check_finite(
+        x, where, f"feature columns {feature_cols[:3]}{'...' if len(feature_cols) > 3 else ''}"
+    )
+    return Dataset(
+        x.astype("float32"),
+        y,
+        task,
+        "tabular",
+        names,
+        f"{cfg.source}:{where}",
+        groups=groups,
+        feature_names=tuple(feature_cols),
+    )
+
+
+def load_npz(cfg: Any) -> Dataset:
+    """NumPy ``.npz`` with arrays ``x`` and ``y`` (names settable via features[0]/label)."""
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise _fail(str(path), "npz file not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise _fail(str(path), f"cannot read as .npz: {err}") from None
+    x_key = cfg.features[0] if cfg.features else "x"
+    y_key = cfg.label or "y"
+    missing = [k for k in (x_key, y_key) if k not in archive.files]
+    if missing:
+        raise _fail(str(path), f"missing arrays {missing}; the file has {archive.files}")
+    x, raw = archive[x_key], archive[y_key]
+    if len(x) == 0:
+        raise _fail(str(path), "has 0 rows; expected at least one")
+    if len(x) != len(raw):
+        raise _fail(str(path), f"{x_key!r} has {len(x)} rows but {y_key!r} has {len(raw)}")
+    if x.dtype.kind not in "biuf":
+        raise _fail(f"{path}: array {x_key!r}", f"has dtype {x.dtype}; expected numbers")
+    _check_finite(x.astype("float64"), str(path), f"array {x_key!r}")
+    where = f"{path}: array {y_key!r}"
+    if cfg.task == "multilabel" or raw.ndim == 2 and cfg.task != "regression":
+        if not np.isin(raw, (0, 1)).all():
+            raise _fail(where, "multilabel targets must be 0 or 1")
+        names = tuple(cfg.classes or [str(i) for i in range(raw.shape[1])])
+        y, task = raw.astype("float32"), "multilabel"
+    else:
+        y, task, names = _encode_labels(raw, where=where, task=cfg.task, declared=cfg.classes)
+    kind: Kind = "image" if x.ndim == 4 else "sequence" if x.ndim == 3 else "tabular"
+    return Dataset(x.astype("float32"), y, task, kind, names, f"npz:{path}")  # type: ignore[arg-type]
+
+
+def _class_folders(root: Path, what: str) -> list[Path]:
+    if not root.is_dir():
+        raise _fail(str(root), f"{what} folder not found")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < 2:
+        raise _fail(
+            str(root),
+            f"has {len(folders)} class sub-folders; expected one sub-folder per class (at least 2)",
+        )
+    return folders
+
+
+def load_image_dir(cfg: Any) -> Dataset:
+    """One sub-folder per class of images, decoded with Keras' image utilities and resized."""
+    import keras
+
+    root = Path(cfg.path)
+    images, labels = [], []
+    folders = _class_folders(root, "image")
+    for class_id, folder in enumerate(folders):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise _fail(str(folder), f"has no images ({', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            try:
+                img = keras.utils.load_img(
+                    file, color_mode=cfg.color_mode, target_size=tuple(cfg.image_size)
+                )
+            except Exception as err:  # PIL raises many types for broken files
+                raise _fail(
+                    str(file), f"cannot be decoded as an image ({type(err).__name__})"
+                ) from None
+            images.append(keras.utils.img_to_array(img, dtype="float32"))
+            labels.append(class_id)
+    names = tuple(p.name for p in folders)
+    return Dataset(
+        np.stack(images),
+        np.array(labels, dtype="int64"),
+        "binary" if len(names) == 2 else "multiclass",
+        "image",
+        names,
+        f"image_dir:{root}",
+    )
+
+
+def load_text_dir(cfg: Any) -> Dataset:
+    """One sub-folder per class of ``.txt`` files (one example per file)."""
+    root = Path(cfg.path)
+    texts, labels = [], []
+    folders = _class_folders(root, "text")
+    for class_id, folder in enumerate(folders):
+        files = sorted(folder.glob("*.txt"))
+        if not files:
+            raise _fail(str(folder), "has no .txt files")
+        for file in files:
+            try:
+                texts.append(file.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise _fail(str(file), "is not UTF-8 text") from None
+            labels.append(class_id)
+    names = tuple(p.name for p in folders)
+    return Dataset(
+        np.array(texts, dtype=object),
+        np.array(labels, dtype="int64"),
+        "binary" if len(names) == 2 else "multiclass",
+        "text",
+        names,
+        f"text_dir:{root}",
+    )
+
+
+def load_tfrecord(cfg: Any) -> Dataset:
+    """TFRecord files of `tf.train.Example` parsed with the declared `feature_spec`."""
+    import tensorflow as tf
+
+    path = Path(cfg.path)
+    files = sorted(path.glob("*.tfrecord*")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise _fail(str(path), "TFRecord file(s) not found")
+    spec = {}
+    for name, feat in cfg.feature_spec.items():
+        dtype = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}[feat.dtype]
+        spec[name] = tf.io.FixedLenFeature(feat.shape, dtype)
+    rows: dict[str, list] = {name: [] for name in spec}
+    try:
+        for record in tf.data.TFRecordDataset([str(f) for f in files]):
+            parsed = tf.io.parse_single_example(record, spec)
+            for name in spec:
+                rows[name].append(parsed[name].numpy())
+    except tf.errors.OpError as err:
+        first = str(err.message).splitlines()[0]
+        raise _fail(str(path), f"does not match data.feature_spec: {first}") from None
+    if not rows[cfg.label]:
+        raise _fail(str(path), "has 0 records; expected at least one")
+    feature_names = [n for n in spec if n != cfg.label]
+    x = np.stack(
+        [
+            np.concatenate([np.ravel(rows[n][i]) for n in feature_names])
+            for i in range(len(rows[cfg.label]))
+        ]
+    )
+    _check_finite(x.astype("float64"), str(path), "features")
+    raw = np.array([v.decode() if isinstance(v, bytes) else v for v in np.ravel(rows[cfg.label])])
+    y, task, names = _encode_labels(
+        raw, where=f"{path}: feature {cfg.label!r}", task=cfg.task, declared=cfg.classes
+    )
+    return Dataset(
+        x.astype("float32"),
+        y,
+        task,
+        "tabular",
+        names,
+        f"tfrecord:{path}",
+        feature_names=tuple(feature_names),
+    )
+
+
+def load(cfg: Any) -> Dataset:
+    """Load and validate the data named by a `DataConfig`."""
+    source = cfg.source
+    if source == "digits":
+        data = load_digits()
+    elif source == "breast_cancer":
+        data = load_breast_cancer()
+    elif source == "sunspots":
+        data = load_sunspots(cfg.window or 12, cfg.horizon)
+    elif source in ("csv", "parquet"):
+        data = load_table(cfg)
+    elif source == "npz":
+        data = load_npz(cfg)
+    elif source == "image_dir":
+        data = load_image_dir(cfg)
+    elif source == "text_dir":
+        data = load_text_dir(cfg)
+    elif source == "tfrecord":
+        data = load_tfrecord(cfg)
+    else:  # pragma: no cover - the config Literal forbids it
+        raise ValueError(source)
+    if (
+        cfg.task != "auto"
+        and data.task != cfg.task
+        and source in ("digits", "breast_cancer", "sunspots")
+    ):
+        raise UserError(
+            f"Invalid value for `data.task`: received {cfg.task!r}; source {source!r} is {data.task!r}"
+        )
+    return replace(data, meta={**data.meta, "rows": len(data)})

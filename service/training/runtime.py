@@ -20,6 +20,8 @@ class Runtime:
     strategy: Any
     strategy_name: str
     gpus: int
+    is_chief: bool = True
+    task: str = "chief/0"
 
     def scope(self):
         """Context in which models and optimizers must be created."""
@@ -32,6 +34,31 @@ def _gpu_supports_fp16(tf) -> bool:
         if details.get("compute_capability", (0, 0)) >= (7, 0):
             return True
     return False
+
+
+def cluster_role() -> tuple[bool, str]:
+    """``(is_chief, "type/index")`` from ``TF_CONFIG``; a lone process is the chief.
+
+    As in tf.distribute: the ``chief`` task is the chief; without one, worker 0 is.
+    """
+    import json
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True, "chief/0"
+    try:
+        config = json.loads(raw)
+        task = config.get("task", {})
+    except (ValueError, AttributeError):
+        from service.errors import UserError
+
+        raise UserError(
+            f"TF_CONFIG: received {raw[:80]!r}; expected JSON with 'cluster' and 'task'."
+        ) from None
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    has_chief = bool(config.get("cluster", {}).get("chief"))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+    return chief, f"{kind}/{index}"
 
 
 def configure(*, seed: int, precision: str = "auto", distribution: str = "auto") -> Runtime:
@@ -70,4 +97,12 @@ def configure(*, seed: int, precision: str = "auto", distribution: str = "auto")
     name = type(strategy).__name__
     if name == "_DefaultDistributionStrategy":
         name = "none"
-    return Runtime(precision=precision, strategy=strategy, strategy_name=name, gpus=gpus)
+    is_chief, task = cluster_role() if distribution == "multi_worker" else (True, "chief/0")
+    return Runtime(
+        precision=precision,
+        strategy=strategy,
+        strategy_name=name,
+        gpus=gpus,
+        is_chief=is_chief,
+        task=task,
+    )

@@ -1,0 +1,106 @@
+"""The bless gate and the register step.
+
+A candidate becomes the served model only when it beats the current champion
+(the registered version carrying the MLflow alias ``champion``) on the same test
+split. When the champion was scored on the same split (equal fingerprints) its
+logged test metric is used; otherwise the champion's exported SavedModel is
+scored on this run's test split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.steps import Blessing
+from service.config import RunConfig
+
+
+def _champion_score(
+    cfg: RunConfig, tracker: Any, version: Any, data: Any, parts: Any
+) -> float | None:
+    metric = cfg.bless.metric
+    run = tracker.client.get_run(version.run_id)
+    if (
+        run.data.tags.get("kts.split_fingerprint") == parts.fingerprint
+        and metric in run.data.metrics
+    ):
+        return float(run.data.metrics[metric])
+    path = (version.tags or {}).get("kts.export_path") or run.data.tags.get("kts.export_path")
+    if not path or not Path(path).is_dir():
+        return None
+    import tensorflow as tf
+
+    from service.training.trainer import score
+
+    rows = parts.split.test
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    x = data.x[rows].astype(str) if data.kind == "text" else data.x[rows]
+    out = serve(**{data.input_name: tf.constant(x)})
+    outputs = np.asarray(out.get("probabilities", out.get("predictions")), dtype="float64")
+    scores = {f"test_{k}": v for k, v in score(data.task, data.y[rows], outputs).items()}
+    return scores.get(metric)
+
+
+def bless(
+    cfg: RunConfig, tracker: Any, data: Any, parts: Any, metrics: dict[str, float]
+) -> Blessing:
+    """Decide whether the candidate (with test ``metrics``) replaces the champion."""
+    from service.errors import UserError
+    from service.tracking import champion_version
+
+    gate = cfg.bless
+    if not gate.enabled:
+        return Blessing(True, "bless gate disabled")
+    if gate.metric not in metrics:
+        raise UserError(
+            f"Invalid value for `bless.metric`: received {gate.metric!r}; this run's test "
+            f"metrics are {', '.join(sorted(metrics))}."
+        )
+    if tracker is None:
+        return Blessing(True, "no champion to compare with (tracking disabled)")
+    champion = champion_version(tracker.client, cfg.registered_name)
+    if champion is None:
+        return Blessing(True, "no champion yet")
+    champ = _champion_score(cfg, tracker, champion, data, parts)
+    if champ is None:
+        return Blessing(
+            True, f"champion v{champion.version} cannot be scored on this split; replaced"
+        )
+    cand = metrics[gate.metric]
+    gain = cand - champ if gate.direction == "maximize" else champ - cand
+    verdict = f"{gate.metric} {cand:.4f} vs champion v{champion.version} {champ:.4f}"
+    if gain > gate.min_improvement:
+        return Blessing(True, f"{verdict}: better by {gain:.4f}", champion.version, champ)
+    return Blessing(
+        False,
+        f"{verdict}: not better by more than {gate.min_improvement:g}",
+        champion.version,
+        champ,
+    )
+
+
+def register(
+    cfg: RunConfig, tracker: Any, parts: Any, exported: Any, metrics: dict[str, float]
+) -> str | None:
+    """Log the export to the run, register it and move the `champion` alias to it."""
+    from service.tracking import register_version
+
+    tracker.log_artifact(exported.path, "model")
+    source = f"runs:/{tracker.run_id}/model/{Path(exported.path).name}"
+    return tracker._guard(
+        "register",
+        register_version,
+        tracker.client,
+        cfg.registered_name,
+        run_id=tracker.run_id,
+        source=source,
+        tags={
+            "kts.serving_version": exported.version,
+            "kts.export_path": exported.path,
+            "kts.split_fingerprint": parts.fingerprint,
+            cfg.bless.metric: metrics.get(cfg.bless.metric, ""),
+        },
+    )
