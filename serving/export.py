@@ -136,7 +136,7 @@ def _warmup_array(spec: Any, warmup_inputs: Any) -> np.ndarray:
 def _example_bytes(feature_name: str, row: np.ndarray) -> bytes:
     import tensorflow as tf
 
-    flat = row.reshape(-1)
+    flat = np.asarray(row).reshape(-1)
     if flat.dtype == object or flat.dtype.kind in "SU":
         feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(v) for v in flat]))
     elif flat.dtype.kind in "iub":
