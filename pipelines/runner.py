@@ -13,7 +13,6 @@ import json
 import platform
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,10 +190,12 @@ class Pipeline:
             tracker.log_metrics(metrics)
 
         if not runtime.is_chief:
-            # Multi-worker: every worker must take part in saving; only the chief keeps it.
-            with tempfile.TemporaryDirectory() as scratch:
-                steps.export(cfg, data, trained, base_path=scratch)
-            return self._summary(data, parts, trained, metrics, None, None, None)
+            # Multi-worker: every worker takes part in saving; a worker's copy stays in
+            # its own run folder (for inspection), only the chief's becomes a version.
+            scratch = cfg.run_dir / "worker_exports" / runtime.task.replace("/", "-")
+            shutil.rmtree(scratch, ignore_errors=True)
+            worker_export = steps.export(cfg, data, trained, base_path=str(scratch))
+            return self._summary(data, parts, trained, metrics, None, worker_export, None)
 
         blessing = self._bless(data, parts, metrics)
         exported = registered = None
@@ -259,7 +260,7 @@ class Pipeline:
             commands["mlflow ui"] = tracker.ui_command()
             if tracker.fallback_note:
                 notes.append(tracker.fallback_note)
-        if exported is not None:
+        if exported is not None and blessing is not None:
             base = Path(exported.path).parent
             commands["serve"] = (
                 f"kts serve --model_name={cfg.export_name} --model_base_path={base} "

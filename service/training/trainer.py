@@ -95,7 +95,10 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if one_hot:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, one_hot)), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.cache()
+    options = tf.data.Options()
+    # In-memory data: shard by element across workers (file sharding cannot apply).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options).cache()
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,76 @@
+"""Multi-worker training: two local processes with TF_CONFIG on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import CONFIGS, free_port, kts_env
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
+def test_two_workers_train_in_lockstep_and_only_the_chief_exports(tmp_path):
+    import tensorflow as tf
+
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        cwd = tmp_path / f"worker{index}"
+        cwd.mkdir()
+        env = kts_env(
+            {
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                )
+            }
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            str(CONFIGS / "digits_cnn.yaml"),
+            "--set",
+            "training.distribution=multi_worker",
+            "--set",
+            "training.epochs=2",
+            "--set",
+            "model.filters=[8]",
+            "--set",
+            "model.dense_units=16",
+            "--output-json",
+            "out.json",
+        ]
+        procs.append(
+            subprocess.Popen(
+                args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+
+    chief = json.loads((tmp_path / "worker0" / "out.json").read_text())
+    worker = json.loads((tmp_path / "worker1" / "out.json").read_text())
+    assert chief["run_id"] is not None
+    assert worker["run_id"] is None  # only the chief tracks
+    assert chief["export"]["version"] == 1
+    assert not (tmp_path / "worker1" / "serving_models").exists()  # only the chief exports
+    assert (tmp_path / "worker0" / "mlflow.db").exists()
+    assert not (tmp_path / "worker1" / "mlflow.db").exists()
+    assert chief["split_fingerprint"] == worker["split_fingerprint"]
+
+    a = tf.saved_model.load(chief["export"]["path"])
+    b = tf.saved_model.load(worker["export"]["path"])
+    weights_a = sorted((v.name, v.numpy()) for v in a.variables)
+    weights_b = sorted((v.name, v.numpy()) for v in b.variables)
+    assert len(weights_a) == len(weights_b) > 0
+    for (name_a, wa), (name_b, wb) in zip(weights_a, weights_b, strict=True):
+        assert name_a == name_b
+        np.testing.assert_array_equal(wa, wb)
