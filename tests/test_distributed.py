@@ -53,7 +53,7 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(tmp_path):
             )
         )
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
 
     chief = json.loads((tmp_path / "worker0" / "out.json").read_text())
