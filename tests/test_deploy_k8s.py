@@ -876,15 +876,6 @@ def _tfjob_processes(objs, tmp_path: Path, uri: str):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "pipeline gap (multi-worker hardening, in progress): with TF_CONFIG and "
-        "training.distribution=multi_worker, model.fit in pipelines/steps.py fails with "
-        "'ValueError: Attempt to convert a value (PerReplica...)'; the run must also track "
-        "and export from the chief only"
-    ),
-)
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 def test_tfjob_command_runs_as_two_local_processes(tmp_path):
     """The TFJob's chief and worker commands, with a two-process TF_CONFIG on 127.0.0.1."""

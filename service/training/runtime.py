@@ -156,8 +156,11 @@ def configure(*, seed: int, precision: str = "auto", distribution: str = "auto")
         else:
             strategy = tf.distribute.get_strategy()
     name = type(strategy).__name__
-    if name == "_DefaultDistributionStrategy":
-        name = "none"
+    # MultiWorkerMirroredStrategy is an alias of CollectiveAllReduceStrategy.
+    name = {
+        "_DefaultDistributionStrategy": "none",
+        "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+    }.get(name, name)
     is_chief, task = cluster_role() if distribution == "multi_worker" else (True, "chief/0")
     return Runtime(
         precision=precision,
