@@ -188,6 +188,8 @@ class Pipeline:
         metrics = {**evaluated.metrics, "best_epoch": float(trained.best_epoch)}
         if tracker is not None:
             tracker.log_metrics(metrics)
+            if cfg.tracking.reports:
+                self._reports(data, parts, trained, evaluated, metrics)
 
         if not runtime.is_chief:
             # Multi-worker: every worker takes part in saving; a worker's copy stays in
@@ -200,7 +202,7 @@ class Pipeline:
         blessing = self._bless(data, parts, metrics)
         exported = registered = None
         if blessing.blessed and cfg.export.enabled:
-            exported = steps.export(cfg, data, trained)
+            exported = steps.export(cfg, data, trained, warmup_rows=parts.split.validation)
             registered = self._register(parts, exported, metrics)
         if tracker is not None:
             tags = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
@@ -231,6 +233,7 @@ class Pipeline:
                 "kts.task": data.task,
             }
         )
+        tracker.log_dataset(data, parts)
         tracker.log_dict(
             {
                 "fingerprint": parts.fingerprint,
@@ -239,6 +242,43 @@ class Pipeline:
             },
             "split.json",
         )
+
+    def _reports(self, data: Any, parts: Any, trained: Any, evaluated: Any, metrics: dict) -> None:
+        """Pictures and the model card, written under the run folder and logged."""
+        from service import reports
+        from service.models.describe import describe_model
+
+        cfg, te = self.cfg, parts.split.test
+        out_dir = cfg.run_dir / "reports"
+        try:
+            layer_table = describe_model(trained.model, name=cfg.model.type).to_text()
+        except Exception as err:  # describe covers the zoo's layers; never block a run
+            layer_table = f"(layer table unavailable: {type(err).__name__}: {err})"
+        paths = reports.write_all(
+            trained.model,
+            history=trained.history,
+            best_epoch=trained.best_epoch,
+            x_test=data.x[te],
+            y_test=data.y[te],
+            y_pred=evaluated.predictions,
+            class_names=data.class_names,
+            task=data.task,
+            out_dir=out_dir,
+            card_info={
+                "name": cfg.name,
+                "data": {"source": data.source, "task": data.task, "rows": len(data)},
+                "split": {
+                    "fingerprint": parts.fingerprint,
+                    **{k: len(v) for k, v in parts.split.parts().items()},
+                },
+                "metrics": metrics,
+                "params": flatten(cfg.to_dict()),
+                "layer_table": layer_table,
+            },
+        )
+        self.tracker.log_text(layer_table, "reports/layers.txt")
+        for path in paths:
+            self.tracker.log_artifact(path, "reports")
 
     def _bless(self, data: Any, parts: Any, metrics: dict[str, float]) -> steps.Blessing:
         from pipelines.promotion import bless

@@ -131,6 +131,7 @@ def train(
     tr, va = parts.split.train, parts.split.validation
     bs = cfg.training.batch_size
     steps_per_epoch = max(1, math.ceil(len(tr) / bs))
+    runtime.reseed()
     with runtime.scope():
         model = build_model(cfg, data, tr)
         loss = trainer.compile_model(
@@ -193,11 +194,20 @@ def evaluate(cfg: RunConfig, data: Dataset, parts: SplitResult, trained: Trained
 
 
 def export(
-    cfg: RunConfig, data: Dataset, trained: Trained, *, base_path: str | None = None
+    cfg: RunConfig,
+    data: Dataset,
+    trained: Trained,
+    *,
+    warmup_rows: np.ndarray | None = None,
+    base_path: str | None = None,
 ) -> ExportResult:
-    """Write the next TF-Serving version of the model."""
+    """Write the next TF-Serving version of the model (warm-up requests from ``warmup_rows``)."""
     from serving.export import export_saved_model
 
+    warmup = None
+    if warmup_rows is not None and len(warmup_rows):
+        warmup = data.x[warmup_rows[:8]]
+        warmup = warmup.astype(str) if data.kind == "text" else warmup
     out = export_saved_model(
         trained.model,
         base_path=base_path or cfg.export.base_path,
@@ -205,6 +215,7 @@ def export(
         input_name=data.input_name,
         task=data.task,
         class_names=data.class_names,
+        warmup_inputs=warmup,
     )
     if not (out.path / "saved_model.pb").is_file():
         raise RuntimeError(f"export: {out.path} has no saved_model.pb")

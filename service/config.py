@@ -308,6 +308,7 @@ class TrackingConfig(Section):
     experiment: str | None = None
     run_name: str | None = None
     required: bool = True
+    reports: bool = True
 
 
 class ExportConfig(Section):

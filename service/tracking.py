@@ -171,6 +171,34 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, data: Any, parts: Any) -> None:
+        """Record the data as an MLflow dataset input (digest, schema) per split part."""
+        self._guard("log_dataset", self._log_dataset, data, parts)
+
+    def _log_dataset(self, data: Any, parts: Any) -> None:
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        x = data.x.astype(str) if data.x.dtype == object else data.x
+        dataset = mlflow.data.from_numpy(
+            x.reshape(len(x), -1) if x.ndim > 2 else x,
+            targets=data.y,
+            source=data.source,
+            name=data.source.split(":")[-1].rsplit("/", 1)[-1],
+        )
+        entity = dataset._to_mlflow_entity()
+        inputs = [
+            DatasetInput(
+                entity,
+                tags=[
+                    InputTag("mlflow.data.context", "full"),
+                    InputTag("kts.split_fingerprint", parts.fingerprint),
+                    InputTag("kts.rows", str(len(data))),
+                ],
+            )
+        ]
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
     def end(self, status: str = "FINISHED") -> None:
         self._guard("end", self.client.set_terminated, self.run_id, status)
 

@@ -264,10 +264,10 @@ def export_saved_model(
         outputs = tf.cast(model(inputs, training=False), tf.float32)
         if task == "regression":
             return {"predictions": outputs}
-        if task == "multiclass":
-            class_ids = tf.argmax(outputs, axis=-1)
+        if task == "multiclass" or (task == "binary" and output_width > 1):
+            class_ids = tf.argmax(outputs, axis=-1)  # softmax over the classes
         else:
-            class_ids = tf.cast(outputs > 0.5, tf.int64)
+            class_ids = tf.cast(outputs > 0.5, tf.int64)  # sigmoid per class
         return {"probabilities": outputs, "class_ids": class_ids}
 
     feature, cast_to = _example_feature(spec)

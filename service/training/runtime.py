@@ -22,6 +22,18 @@ class Runtime:
     gpus: int
     is_chief: bool = True
     task: str = "chief/0"
+    seed: int = 0
+
+    def reseed(self) -> None:
+        """Seed Python, NumPy and TensorFlow again right before the model is built.
+
+        Libraries imported between `configure` and training (MLflow draws random run
+        names) consume Python's random state; re-seeding keeps the weights identical
+        whether or not the run is tracked.
+        """
+        import keras
+
+        keras.utils.set_random_seed(self.seed)
 
     def scope(self):
         """Context in which models and optimizers must be created."""
@@ -90,9 +102,11 @@ def _patch_multi_worker_symbolic_build() -> None:
             for _, _, it in iterator:
                 batch = next(it)
                 data_batch = tree.map_structure(
-                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues)
-                    else v,
+                    lambda v: (
+                        self.distribute_strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
                     batch,
                 )
                 break
@@ -111,9 +125,11 @@ def _patch_multi_worker_symbolic_build() -> None:
             strategy
         ):
             return tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None)
-                if isinstance(v, tf.distribute.DistributedValues) or tf.is_tensor(v)
-                else v,
+                lambda v: (
+                    strategy.reduce("MEAN", v, axis=None)
+                    if isinstance(v, tf.distribute.DistributedValues) or tf.is_tensor(v)
+                    else v
+                ),
                 values,
             )
         return original_reduce(values, strategy, reduction)
@@ -169,4 +185,5 @@ def configure(*, seed: int, precision: str = "auto", distribution: str = "auto")
         gpus=gpus,
         is_chief=is_chief,
         task=task,
+        seed=seed,
     )
