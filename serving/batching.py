@@ -96,21 +96,24 @@ class Batcher:
         task = _Task(inputs, size)
         key = _shape_key(inputs)
         with self._cond:
-            if self._closed:
-                raise unavailable("The batch scheduler is shutting down")
-            last = self._batches[-1] if self._batches else None
-            if (
-                last is not None
-                and last.key == key
-                and last.size + size <= self._params.max_batch_size
-            ):
-                last.tasks.append(task)
-                last.size += size
-            else:
-                if len(self._batches) >= self._params.max_enqueued_batches:
-                    raise unavailable(QUEUE_FULL)
-                self._batches.append(_Batch(key, time.monotonic(), [task], size))
-            self._cond.notify()
+            closed = self._closed
+            if not closed:
+                last = self._batches[-1] if self._batches else None
+                if (
+                    last is not None
+                    and last.key == key
+                    and last.size + size <= self._params.max_batch_size
+                ):
+                    last.tasks.append(task)
+                    last.size += size
+                else:
+                    if len(self._batches) >= self._params.max_enqueued_batches:
+                        raise unavailable(QUEUE_FULL)
+                    self._batches.append(_Batch(key, time.monotonic(), [task], size))
+                self._cond.notify()
+        if closed:
+            # The version is being unloaded; requests that already hold it still get answers.
+            return self._run(inputs)
         task.done.wait()
         if task.error is not None:
             raise task.error

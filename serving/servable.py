@@ -178,6 +178,7 @@ class Servable:
         self._on_batch = on_batch
         self._batchers: dict[str, Batcher] = {}
         self._batchers_lock = threading.Lock()
+        self._closed = False
 
     def _read_class_names(self) -> list[str]:
         names = self.path / "assets.extra" / "class_names.txt"
@@ -213,7 +214,9 @@ class Servable:
                 sig.hint = hint
 
     def close(self) -> None:
+        """Stop the batch threads; requests still holding this version run unbatched."""
         with self._batchers_lock:
+            self._closed = True
             for batcher in self._batchers.values():
                 batcher.close()
             self._batchers.clear()
@@ -293,7 +296,8 @@ class Servable:
                 )
         if len(set(output_filter)) != len(output_filter):
             raise invalid_argument(f"duplicate output tensor alias: {list(output_filter)}")
-        runner = self._batcher(sig) if batch and self._batching is not None else sig.call
+        batched = batch and self._batching is not None and not self._closed
+        runner = self._batcher(sig) if batched else sig.call
         outputs = runner(inputs)
         if output_filter:
             outputs = {k: outputs[k] for k in output_filter}
@@ -305,6 +309,8 @@ class Servable:
             return batcher
         assert self._batching is not None
         with self._batchers_lock:
+            if self._closed:
+                return sig.call
             batcher = self._batchers.get(sig.name)
             if batcher is None:
                 on_batch = self._on_batch
