@@ -805,6 +805,7 @@ def life(digits, tmp_path_factory):
             f"--model_base_path={base / 'digits'}",
             "--file_system_poll_wait_seconds=1",
             "--max_num_load_retries=0",
+            "--enable_batching=true",
         ],
         root,
     )
@@ -951,6 +952,46 @@ def test_promote_and_rollback_load_first_then_move_the_label(life, digits, tmp_p
         digits.expected(digits.x[:3], second=True),
         atol=ATOL,
     )
+
+
+# -------------------------------------------------------------- regression export
+
+
+def test_regression_export_serves_predict_and_regress(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from serving.errors import ServingError
+    from serving.export import export_saved_model
+    from serving.servable import Servable
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((3,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    rows = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]], np.float32)
+    exported = export_saved_model(
+        model, base_path=tmp_path, model_name="price", input_name="features", task="regression",
+        warmup_inputs=rows,
+    )  # fmt: skip
+    servable = Servable("price", exported.version, exported.path)
+    assert servable.public_signatures() == ["regression", "serving_default"]
+    assert servable.warmup() == 5  # 2 single rows + 1 batch of 2 predict records, 2 regress records
+    expected = np.asarray(model(rows)).reshape(-1)
+    _, outputs = servable.predict("", {"features": rows})
+    np.testing.assert_allclose(outputs["predictions"].reshape(-1), expected, atol=ATOL)
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={"features": tf.train.Feature(float_list=tf.train.FloatList(value=r))}
+            )
+        ).SerializeToString()
+        for r in rows
+    ]
+    signature, values = servable.regress("regression", examples)
+    assert signature == "regression"
+    np.testing.assert_allclose(values, expected, atol=ATOL)
+    with pytest.raises(ServingError, match=r"This model has no classification signature"):
+        servable.classify("regression", examples)
 
 
 # ------------------------------------------------------------------- bad serve flags

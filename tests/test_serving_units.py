@@ -304,6 +304,14 @@ def test_batcher_pads_to_allowed_sizes():
     np.testing.assert_array_equal(out["y"][:, 0], [0, 2, 4])
 
 
+def test_closed_batcher_still_answers_requests_directly():
+    params = cfg.BatchingParameters(max_batch_size=8, num_batch_threads=1)
+    batcher = Batcher(_slow_double(), params)
+    batcher.close()  # as when a version is unloaded while a request still holds it
+    out = batcher({"x": np.ones((2, 1), np.float32)})
+    np.testing.assert_array_equal(out["y"], [[2.0], [2.0]])
+
+
 # --------------------------------------------------------------------------- metrics
 
 
