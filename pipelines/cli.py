@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.commands_describe import describe
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from service.errors import UserError
 
@@ -93,6 +94,9 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
 
 for _command in SERVING_COMMANDS:  # kts serve, predict, promote, rollback
     cli.add_command(_command)
+
+
+cli.add_command(describe)
 
 
 def main(argv: list[str] | None = None) -> int:
