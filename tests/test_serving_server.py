@@ -156,10 +156,29 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def main_server(digits, tmp_path_factory):
+def price():
+    """A tiny regressor (3 features -> 1 value), served next to the digits model."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((3,), name="features")
+    return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+
+PRICE_ROWS = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def main_server(digits, price, tmp_path_factory):
+    from serving.export import export_saved_model
+
     root = tmp_path_factory.mktemp("serving-main")
     base = root / "models"
     assert export(digits, base).version == 1
+    export_saved_model(
+        price, base_path=base, model_name="price", input_name="features", task="regression",
+        warmup_inputs=PRICE_ROWS,
+    )  # fmt: skip
     (root / "batching.txt").write_text(
         "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
         "max_enqueued_batches { value: 64 }\nnum_batch_threads { value: 2 }\n"
@@ -669,6 +688,8 @@ def test_metrics_endpoints_count_requests(main_server):
         assert lines[ok] >= 1
         assert lines['kts_serving_model_loads_total{model="digits",version="1",status="OK"}'] == 1
         assert lines['kts_serving_warmup_records_total{model="digits",version="1"}'] == 17
+        # 2 single rows + the batch of 2 as predict records, 2 regress records.
+        assert lines['kts_serving_warmup_records_total{model="price",version="1"}'] == 5
         latency = 'kts_serving_request_latency_seconds_count{model="digits",version="1",signature="serving_default",api="Predict",entrypoint="REST"}'
         assert lines[latency] >= 1
 
@@ -954,44 +975,49 @@ def test_promote_and_rollback_load_first_then_move_the_label(life, digits, tmp_p
     )
 
 
-# -------------------------------------------------------------- regression export
+# ------------------------------------------------------------- regression (main)
 
 
-def test_regression_export_serves_predict_and_regress(tmp_path):
-    import keras
-    import tensorflow as tf
+def test_regress_over_rest_and_grpc(main_server, price):
+    from tensorflow_serving.apis import regression_pb2
 
-    from serving.errors import ServingError
-    from serving.export import export_saved_model
-    from serving.servable import Servable
+    expected = np.asarray(price(PRICE_ROWS)).reshape(-1)
+    examples = [{"features": r.tolist()} for r in PRICE_ROWS]
+    answer = main_server.post(
+        "/v1/models/price:regress", {"signature_name": "regression", "examples": examples}
+    )
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["results"], expected, atol=ATOL)
+    # Features shared by every example go in "context".
+    answer = main_server.post(
+        "/v1/models/price/labels/stable:regress",
+        {
+            "signature_name": "regression",
+            "context": {"features": PRICE_ROWS[0].tolist()},
+            "examples": [{}],
+        },
+    )
+    np.testing.assert_allclose(answer.json()["results"], expected[:1], atol=ATOL)
+    answer = main_server.post(
+        "/v1/models/price:predict", {"inputs": {"features": PRICE_ROWS.tolist()}}
+    )
+    np.testing.assert_allclose(np.reshape(answer.json()["outputs"], -1), expected, atol=ATOL)
 
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((3,), name="features")
-    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-    rows = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]], np.float32)
-    exported = export_saved_model(
-        model, base_path=tmp_path, model_name="price", input_name="features", task="regression",
-        warmup_inputs=rows,
-    )  # fmt: skip
-    servable = Servable("price", exported.version, exported.path)
-    assert servable.public_signatures() == ["regression", "serving_default"]
-    assert servable.warmup() == 5  # 2 single rows + 1 batch of 2 predict records, 2 regress records
-    expected = np.asarray(model(rows)).reshape(-1)
-    _, outputs = servable.predict("", {"features": rows})
-    np.testing.assert_allclose(outputs["predictions"].reshape(-1), expected, atol=ATOL)
-    examples = [
-        tf.train.Example(
-            features=tf.train.Features(
-                feature={"features": tf.train.Feature(float_list=tf.train.FloatList(value=r))}
-            )
-        ).SerializeToString()
-        for r in rows
-    ]
-    signature, values = servable.regress("regression", examples)
-    assert signature == "regression"
-    np.testing.assert_allclose(values, expected, atol=ATOL)
-    with pytest.raises(ServingError, match=r"This model has no classification signature"):
-        servable.classify("regression", examples)
+    predict, _ = grpc_stubs(main_server)
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "price"
+    request.model_spec.signature_name = "regression"
+    for row in PRICE_ROWS:
+        feature = request.input.example_list.examples.add().features.feature["features"]
+        feature.float_list.value.extend(row.tolist())
+    response = predict.Regress(request, timeout=30)
+    assert response.model_spec.version.value == 1
+    np.testing.assert_allclose([r.value for r in response.result.regressions], expected, atol=ATOL)
+    answer = main_server.post(
+        "/v1/models/price:classify", {"signature_name": "regression", "examples": examples}
+    )
+    assert answer.status_code == 400
+    assert "This model has no classification signature" in answer.json()["error"]
 
 
 # ------------------------------------------------------------------- bad serve flags
