@@ -237,7 +237,10 @@ class ModelServer:
     def start(self) -> None:
         """Load the models, then open the ports (as upstream: no traffic before the first load)."""
         options = self.options
-        self.manager.configure(self.settings)
+        try:
+            self.manager.configure(self.settings)
+        except ServingError as err:  # e.g. a label pointing at a version that did not load
+            raise ServingConfigError(f"model config: {err.message}") from None
         self._check_initial_load()
         if options.port:
             from serving.grpc_server import start_grpc_server
