@@ -357,6 +357,9 @@ class _Handler(socketserver.StreamRequestHandler):
             if length < 0:
                 return self._fail(400, "Invalid Content-Length header")
             if length > limit:
+                expects_continue = headers.get("expect", "").lower() == "100-continue"
+                if not expects_continue and length <= 4 * limit:
+                    self._discard(length)  # so the client is still reading when the 413 comes
                 return self._fail(
                     413,
                     f"Request body of {length} bytes exceeds the limit of {limit} bytes "
@@ -375,6 +378,13 @@ class _Handler(socketserver.StreamRequestHandler):
         status, ctype, payload = self.server.handler(method, path, body, headers)
         self._send(status, ctype, payload, close=not keep_alive)
         return keep_alive
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _read_chunked(self, limit: int) -> bytes | None:
         chunks: list[bytes] = []
