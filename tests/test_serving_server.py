@@ -975,6 +975,47 @@ def test_promote_and_rollback_load_first_then_move_the_label(life, digits, tmp_p
     )
 
 
+def test_python_clients(main_server, digits, price):
+    from serving.client import GrpcClient, RestClient, ServingClientError
+
+    x = digits.x[:3]
+    expected = digits.expected(x)
+    rest, grpc_client = RestClient(main_server.rest), GrpcClient(main_server.grpc)
+    try:
+        np.testing.assert_allclose(
+            [p["probabilities"] for p in rest.predict("digits", instances=x)["predictions"]],
+            expected,
+            atol=ATOL,
+        )
+        outputs = grpc_client.predict("digits", {"image": x}, label="canary")
+        np.testing.assert_allclose(outputs["probabilities"], expected, atol=ATOL)
+        examples = [{"image": r.ravel().tolist()} for r in x]
+        labels_scores = grpc_client.classify("digits", examples, signature_name="classification")
+        assert [label for label, _ in labels_scores[0]] == digits.names
+        np.testing.assert_allclose(
+            [[s for _, s in row] for row in labels_scores], expected, atol=ATOL
+        )
+        rows = [{"features": r.tolist()} for r in PRICE_ROWS]
+        np.testing.assert_allclose(
+            grpc_client.regress("price", rows, signature_name="regression"),
+            rest.regress("price", rows, signature_name="regression")["results"],
+            atol=ATOL,
+        )
+        assert grpc_client.status("digits") == [
+            {"version": 1, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}
+        ]
+        assert set(grpc_client.metadata("digits")) >= {"serving_default", "classification"}
+        with pytest.raises(ServingClientError, match=r"Servable not found") as err:
+            grpc_client.predict("nope", {"image": x})
+        assert err.value.code == "NOT_FOUND"
+        with pytest.raises(ServingClientError, match=r"Servable not found") as err:
+            rest.predict("nope", instances=x)
+        assert err.value.http_status == 404
+    finally:
+        rest.close()
+        grpc_client.close()
+
+
 # ------------------------------------------------------------- regression (main)
 
 
