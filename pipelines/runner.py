@@ -180,7 +180,7 @@ class Pipeline:
         callbacks = []
         if tracker is not None:
             self._log_start(config_path, data, parts)
-            callbacks.append(tracker.epoch_callback())
+            callbacks.append(tracker.epoch_callback(journal=cfg.run_dir / "epochs.jsonl"))
         trained = steps.train(
             cfg, data, parts, runtime=runtime, callbacks=callbacks, backup_dir=self.state.backup_dir
         )
@@ -254,10 +254,13 @@ class Pipeline:
             layer_table = describe_model(trained.model, name=cfg.model.type).to_text()
         except Exception as err:  # describe covers the zoo's layers; never block a run
             layer_table = f"(layer table unavailable: {type(err).__name__}: {err})"
+        history, best = trained.history, trained.best_epoch
+        if trained.initial_epoch:
+            history, best = self._full_history(trained)
         paths = reports.write_all(
             trained.model,
-            history=trained.history,
-            best_epoch=trained.best_epoch,
+            history=history,
+            best_epoch=best,
             x_test=data.x[te],
             y_test=data.y[te],
             y_pred=evaluated.predictions,
@@ -279,6 +282,26 @@ class Pipeline:
         self.tracker.log_text(layer_table, "reports/layers.txt")
         for path in paths:
             self.tracker.log_artifact(path, "reports")
+
+    def _full_history(self, trained: Any) -> tuple[dict[str, list[float]], int | None]:
+        """Per-epoch curves of a resumed run: the journal holds the epochs before the kill."""
+        entries: dict[int, dict[str, float]] = {}
+        journal = self.cfg.run_dir / "epochs.jsonl"
+        for line in journal.read_text().splitlines() if journal.is_file() else []:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            entries[int(entry["step"])] = entry["metrics"]
+        for offset, _ in enumerate(trained.history.get("loss", [])):
+            step = trained.initial_epoch + offset
+            entries[step] = {k: v[offset] for k, v in trained.history.items()}
+        steps_seen = sorted(entries)
+        if steps_seen != list(range(len(steps_seen))):
+            return trained.history, None  # incomplete journal: plot what this attempt saw
+        keys = sorted({k for e in entries.values() for k in e})
+        full = {k: [entries[s].get(k, float("nan")) for s in steps_seen] for k in keys}
+        return full, trained.best_epoch
 
     def _bless(self, data: Any, parts: Any, metrics: dict[str, float]) -> steps.Blessing:
         from pipelines.promotion import bless

@@ -23,6 +23,11 @@ from service.errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
+# MLflow 3 sends usage telemetry from a background thread: pointless in air-gapped
+# clusters, and its thread edits os.environ while HTTP calls iterate it (KeyError
+# '_MLFLOW_TELEMETRY_SESSION_ID' seen here). Off unless the user turns it on.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 
 def resolve_uri(configured: str | None) -> str:
     """`tracking.uri`, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
@@ -61,6 +66,7 @@ class Tracker:
         self.fallback_note = fallback_note
         self.resumed = False
         self._reported = False
+        self._pending: list[Any] = []
 
     # ------------------------------------------------------------- start
     @classmethod
@@ -149,12 +155,32 @@ class Tracker:
         for i in range(0, len(items), 100):
             self._guard("log_params", self.client.log_batch, self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, *, background: bool = False
+    ) -> None:
+        """Log ``metrics`` at ``step`` in one call; ``background`` returns at once.
+
+        Background calls are awaited by `flush` (and `end`), so a slow tracking
+        server overlaps with training instead of stalling it.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+        if background:
+            op = self._guard(
+                "log_metrics", self.client.log_batch, self.run_id, metrics=items, synchronous=False
+            )
+            if op is not None:
+                self._pending.append(op)
+        else:
+            self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+
+    def flush(self) -> None:
+        """Wait for background logging calls to finish."""
+        pending, self._pending = self._pending, []
+        for op in pending:
+            self._guard("log_metrics", op.wait)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -200,6 +226,7 @@ class Tracker:
         self.client.log_inputs(self.run_id, datasets=inputs)
 
     def end(self, status: str = "FINISHED") -> None:
+        self.flush()
         self._guard("end", self.client.set_terminated, self.run_id, status)
 
     def logged_steps(self, metric: str = "loss") -> set[int]:
@@ -209,18 +236,39 @@ class Tracker:
         )
         return {m.step for m in history or []}
 
-    def epoch_callback(self):
+    def epoch_callback(self, journal: Path | None = None):
         """A Keras callback logging each epoch's logs as metrics (step = epoch).
 
-        Epochs already logged in this run (before an interruption) are skipped, so a
-        resumed training never duplicates a step.
+        The epoch's `log_batch` runs in the background while the next callbacks (the
+        backup) and the next epoch proceed; it is awaited at the start of the next
+        epoch, so at most one epoch is in flight. Each epoch is first appended to the
+        local ``journal`` (JSON lines), before the backup is written: when a killed
+        run resumes, epochs in the journal that never reached MLflow are logged then,
+        and epochs MLflow already has are skipped. No step is lost or duplicated.
         """
+        import json
+
         import keras
 
         tracker = self
         done = self.logged_steps() if self.resumed else set()
+        if journal is not None:
+            if self.resumed and journal.is_file():
+                for line in journal.read_text().splitlines():
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by the kill
+                    if entry["step"] not in done:
+                        self.log_metrics(entry["metrics"], step=entry["step"])
+                        done.add(entry["step"])
+            elif not self.resumed:
+                journal.unlink(missing_ok=True)
 
         class _EpochMetrics(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                tracker.flush()
+
             def on_epoch_end(self, epoch, logs=None):
                 if epoch in done:
                     return
@@ -229,7 +277,13 @@ class Tracker:
                     for k, v in (logs or {}).items()
                     if isinstance(v, (int, float)) or hasattr(v, "__float__")
                 }
-                tracker.log_metrics(metrics, step=epoch)
+                if journal is not None:
+                    with journal.open("a") as f:
+                        f.write(json.dumps({"step": epoch, "metrics": metrics}) + "\n")
+                tracker.log_metrics(metrics, step=epoch, background=True)
+
+            def on_train_end(self, logs=None):
+                tracker.flush()
 
         return _EpochMetrics()
 

@@ -26,6 +26,7 @@ def kts_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.update(extra or {})
     return env
 
