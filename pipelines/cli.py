@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from pipelines.commands_describe import describe
+from pipelines.commands_runs import runs
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from service.errors import UserError
 
@@ -97,6 +98,7 @@ for _command in SERVING_COMMANDS:  # kts serve, predict, promote, rollback
 
 
 cli.add_command(describe)
+cli.add_command(runs)
 
 
 def main(argv: list[str] | None = None) -> int:

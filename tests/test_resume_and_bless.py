@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import CONFIGS, kts, kts_env, wait_until
+from tests.helpers import CONFIGS, assert_user_error, kts, kts_env, wait_until
 
 DEFAULT = str(CONFIGS / "digits_cnn.yaml")
 SMALL = ["--set", "model.filters=[8]", "--set", "model.dense_units=32"]
@@ -142,3 +142,37 @@ def test_mixed_bfloat16_on_cpu_trains_and_exports_float32(tmp_path):
     out = serve(image=tf.constant(np.zeros((2, 8, 8, 1), "float32")))
     assert out["probabilities"].dtype == tf.float32
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-2)
+
+
+def test_kts_runs_lists_runs_from_the_store(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("demo")
+    done = client.create_run(exp)
+    client.log_metric(done.info.run_id, "test_accuracy", 0.9876)
+    client.set_tag(done.info.run_id, "kts.blessed", "True")
+    client.set_tag(done.info.run_id, "kts.export_version", "3")
+    client.set_terminated(done.info.run_id)
+    refused = client.create_run(exp)
+    client.log_metric(refused.info.run_id, "test_accuracy", 0.5)
+    client.set_tag(refused.info.run_id, "kts.blessed", "False")
+
+    result = kts(["runs", "--experiment", "demo"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["run", "experiment", "status", "blessed", "export", "accuracy"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows[done.info.run_id[:12]] == [
+        done.info.run_id[:12],
+        "demo",
+        "FINISHED",
+        "yes",
+        "3",
+        "0.9876",
+    ]
+    assert rows[refused.info.run_id[:12]][2:4] == ["RUNNING", "no"]
+    assert_user_error(kts(["runs", "--experiment", "nope"], cwd=tmp_path), "'nope'", "demo")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error(kts(["runs"], cwd=empty), "no MLflow store")
