@@ -103,6 +103,8 @@ def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
     core = models.build(
         cfg.model.type, input_shape=pre.output_shape, num_classes=data.output_size, **options
     )
+    if data.task == "regression":
+        core = _with_target_scale(core, data.y[train_rows])
     return assemble(
         core,
         pre,
@@ -110,6 +112,24 @@ def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
         input_name=data.input_name,
         text=data.kind == "text",
     )
+
+
+def _with_target_scale(core, y_train: np.ndarray):
+    """Regression heads learn standardized targets; this layer maps back to raw units.
+
+    The train split's target mean and standard deviation become a fixed affine
+    layer after the builder's output, so the exported model predicts in the
+    data's units and the network only has to learn z-scores.
+    """
+    import keras
+
+    mean = float(np.mean(y_train))
+    std = float(np.std(y_train)) or 1.0
+    inputs = keras.Input(shape=core.input_shape[1:], dtype=core.inputs[0].dtype)
+    outputs = keras.layers.Rescaling(scale=std, offset=mean, dtype="float32", name="target_scale")(
+        core(inputs)
+    )
+    return keras.Model(inputs, outputs, name=core.name)
 
 
 def _one_hot(cfg: RunConfig, data: Dataset) -> int | None:

@@ -203,14 +203,23 @@ class Tracker:
 
     def _log_dataset(self, data: Any, parts: Any) -> None:
         import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import DatasetInput, InputTag
 
+        # File sources ("csv:data/train.csv") are recorded by absolute path; built-in
+        # ones ("sklearn.datasets.load_digits") as a code source tagged with the loader.
+        kind, _, where = data.source.partition(":")
+        source: Any
+        if where and Path(where).exists():
+            source = str(Path(where).resolve())
+        else:
+            source = CodeDatasetSource(tags={"kts.data_source": data.source})
         x = data.x.astype(str) if data.x.dtype == object else data.x
         dataset = mlflow.data.from_numpy(
             x.reshape(len(x), -1) if x.ndim > 2 else x,
             targets=data.y,
-            source=data.source,
-            name=data.source.split(":")[-1].rsplit("/", 1)[-1],
+            source=source,
+            name=Path(where).name if where else data.source.rsplit(".", 1)[-1],
         )
         entity = dataset._to_mlflow_entity()
         inputs = [

@@ -39,7 +39,12 @@ def penultimate_features(model: Any, x: Any, *, batch_size: int = 256) -> tuple[
     last = dense[-1]
     taps = tap(model, [], inputs_of=[last])
     pos = taps.position(last, "input")
-    rows = np.asarray(x, dtype="float32")
+    # Text models take raw strings (their TextVectorization is inside the model).
+    rows = (
+        np.asarray(x).astype(str)
+        if np.asarray(x).dtype.kind in "OU"
+        else np.asarray(x, dtype="float32")
+    )
     # Eager calls in chunks: for a few hundred rows this is far quicker than `predict`,
     # which traces a new tf.function for every new model.
     chunks = [

@@ -44,14 +44,16 @@ def resolve_loss(training: Any, task: str, model) -> str:
     """The loss for ``task``; a loss that does not fit the task or the output is a `UserError`."""
     from service.config import LOSSES_BY_TASK
 
+    activation = final_activation(model)
     loss = DEFAULT_LOSS[task] if training.loss == "auto" else training.loss
+    if training.loss == "auto" and task == "binary" and activation == "sigmoid":
+        loss = "binary_crossentropy"  # one sigmoid unit rather than a 2-way softmax
     allowed = LOSSES_BY_TASK[task]
     if loss not in allowed:
         raise UserError(
             f"Invalid value for `training.loss`: received {loss!r} for a {task} task; "
             f"expected one of {', '.join(repr(a) for a in allowed)}."
         )
-    activation = final_activation(model)
     if activation not in LOSS_ACTIVATIONS[loss]:
         raise UserError(
             f"Invalid value for `training.loss`: received {loss!r}, but the model ends in "
@@ -158,6 +160,8 @@ def score(task: str, y: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
     from sklearn import metrics as skm
 
     out: dict[str, float] = {}
+    if task == "binary" and outputs.ndim == 2 and outputs.shape[1] == 1:
+        outputs = np.concatenate([1.0 - outputs, outputs], axis=1)  # sigmoid -> 2 columns
     if task in ("multiclass", "binary"):
         pred = outputs.argmax(axis=-1)
         out["accuracy"] = float(skm.accuracy_score(y, pred))
