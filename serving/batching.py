@@ -106,11 +106,14 @@ class Batcher:
                 ):
                     last.tasks.append(task)
                     last.size += size
+                    # A worker already knows about this batch; wake one only if it is now full.
+                    if last.size >= self._params.max_batch_size:
+                        self._cond.notify()
                 else:
                     if len(self._batches) >= self._params.max_enqueued_batches:
                         raise unavailable(QUEUE_FULL)
                     self._batches.append(_Batch(key, time.monotonic(), [task], size))
-                self._cond.notify()
+                    self._cond.notify()
         if closed:
             # The version is being unloaded; requests that already hold it still get answers.
             return self._run(inputs)
