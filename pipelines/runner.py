@@ -203,6 +203,7 @@ class Pipeline:
         exported = registered = None
         if blessing.blessed and cfg.export.enabled:
             exported = steps.export(cfg, data, trained, warmup_rows=parts.split.validation)
+            self._promote(exported)
             registered = self._register(parts, exported, metrics)
         if tracker is not None:
             tags = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
@@ -307,6 +308,13 @@ class Pipeline:
         from pipelines.promotion import bless
 
         return bless(self.cfg, self.tracker, data, parts, metrics)
+
+    def _promote(self, exported: Any) -> None:
+        """Move the serving `stable` label to the new version (after loading it once)."""
+        from serving.release import promote
+
+        config = Path(self.cfg.export.base_path) / "models.config"
+        promote(config, self.cfg.export_name, exported.version)
 
     def _register(self, parts: Any, exported: Any, metrics: dict[str, float]) -> str | None:
         if self.tracker is None or not self.cfg.registry.enabled:

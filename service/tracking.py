@@ -202,7 +202,7 @@ class Tracker:
         self._guard("log_dataset", self._log_dataset, data, parts)
 
     def _log_dataset(self, data: Any, parts: Any) -> None:
-        import mlflow.data
+        from mlflow.data.numpy_dataset import from_numpy
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.entities import DatasetInput, InputTag
 
@@ -215,7 +215,7 @@ class Tracker:
         else:
             source = CodeDatasetSource(tags={"kts.data_source": data.source})
         x = data.x.astype(str) if data.x.dtype == object else data.x
-        dataset = mlflow.data.from_numpy(
+        dataset = from_numpy(
             x.reshape(len(x), -1) if x.ndim > 2 else x,
             targets=data.y,
             source=source,
