@@ -202,8 +202,8 @@ class Tracker:
         self._guard("log_dataset", self._log_dataset, data, parts)
 
     def _log_dataset(self, data: Any, parts: Any) -> None:
-        from mlflow.data.numpy_dataset import from_numpy
         from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
         from mlflow.entities import DatasetInput, InputTag
 
         # File sources ("csv:data/train.csv") are recorded by absolute path; built-in
