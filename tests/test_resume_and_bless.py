@@ -86,6 +86,12 @@ def test_bless_gate_promotes_better_refuses_worse(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((tmp_path / "out.json").read_text())
 
+    def stable() -> int:
+        from serving.config import model_settings
+
+        config = tmp_path / "serving_models" / "models.config"
+        return model_settings(config, "digits_cnn").labels["stable"]
+
     def versions() -> list[int]:
         return sorted(int(p.name) for p in (tmp_path / "serving_models" / "digits_cnn").iterdir())
 
@@ -100,11 +106,13 @@ def test_bless_gate_promotes_better_refuses_worse(tmp_path):
     assert worse["export"] is None
     assert worse["registered_version"] is None
     assert versions() == [1]  # no new serving version
+    assert stable() == 1
 
     better = run("--set", "training.epochs=8")
     assert better["blessed"], better["bless_reason"]
     assert better["metrics"]["test_accuracy"] > first["metrics"]["test_accuracy"]
     assert versions() == [1, 2]
+    assert stable() == 2  # the register step moved the serving label
 
     client = _client(tmp_path)
     champion = client.get_model_version_by_alias("digits_cnn", "champion")
