@@ -17,6 +17,7 @@ import click
 from pipelines.commands_describe import describe
 from pipelines.commands_runs import runs
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
+from pipelines.commands_tuning import tune_chief, tune_worker
 from service.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
@@ -99,6 +100,8 @@ for _command in SERVING_COMMANDS:  # kts serve, predict, promote, rollback
 
 cli.add_command(describe)
 cli.add_command(runs)
+cli.add_command(tune_chief)
+cli.add_command(tune_worker)
 
 
 def main(argv: list[str] | None = None) -> int:

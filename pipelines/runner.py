@@ -99,6 +99,7 @@ class RunState:
     def __init__(self, cfg: RunConfig):
         self.path = cfg.run_dir / "state.json"
         self.backup_dir = cfg.run_dir / "backup"
+        self.tuning_dir = cfg.run_dir / "tuning"  # a killed search resumes in the same run
         self.digest = config_hash(cfg)
 
     def resumable_run_id(self) -> str | None:
@@ -110,7 +111,7 @@ class RunState:
         if (
             state.get("status") == "running"
             and state.get("config") == self.digest
-            and self.backup_dir.is_dir()
+            and (self.backup_dir.is_dir() or self.tuning_dir.is_dir())
         ):
             return state.get("run_id")
         return None
@@ -181,6 +182,8 @@ class Pipeline:
         if tracker is not None:
             self._log_start(config_path, data, parts)
             callbacks.append(tracker.epoch_callback(journal=cfg.run_dir / "epochs.jsonl"))
+        if cfg.tuning is not None:
+            cfg = self.cfg = self._tune(data, parts)
         trained = steps.train(
             cfg, data, parts, runtime=runtime, callbacks=callbacks, backup_dir=self.state.backup_dir
         )
@@ -243,6 +246,15 @@ class Pipeline:
             },
             "split.json",
         )
+
+    def _tune(self, data: Any, parts: steps.SplitResult) -> RunConfig:
+        """Search on this run's split (fit on train, score on validation); the best config."""
+        from tuning.search import run_search
+
+        result = run_search(
+            self.cfg, data, parts.split, build_model=steps.build_model, tracker=self.tracker
+        )
+        return result.config
 
     def _reports(self, data: Any, parts: Any, trained: Any, evaluated: Any, metrics: dict) -> None:
         """Pictures and the model card, written under the run folder and logged."""

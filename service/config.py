@@ -299,6 +299,141 @@ class BlessConfig(Section):
     min_improvement: float = Field(0.0, ge=0)
 
 
+# ------------------------------------------------------------------- tuning
+class ParamSpec(Section):
+    """One searchable hyper-parameter of `tuning.space` (keyed by a dotted config key).
+
+    ``int`` / ``float``: a ``min``..``max`` range (``step``, ``sampling`` linear or
+    log); ``choice``: one of ``values`` (lists allowed, e.g. ``[[16], [16, 32]]``);
+    ``boolean``: true or false. With ``parent`` (another key of the space, a choice
+    or boolean) the key is searched only while the parent takes one of
+    ``parent_values``; otherwise the configured value stays.
+    """
+
+    type: Literal["int", "float", "choice", "boolean"]
+    min: float | None = None
+    max: float | None = None
+    step: float | None = Field(None, gt=0)
+    sampling: Literal["linear", "log"] = "linear"
+    values: list[Any] | None = None
+    parent: str | None = None
+    parent_values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type in ("int", "float"):
+            if self.min is None or self.max is None:
+                raise ValueError(f"a {self.type} range needs `min` and `max`")
+            if self.min > self.max or (self.type == "float" and self.min == self.max):
+                raise ValueError(f"empty range: min {self.min:g} must be below max {self.max:g}")
+            if self.type == "int" and (self.min != int(self.min) or self.max != int(self.max)):
+                raise ValueError("an int range needs whole `min` and `max`")
+            if self.sampling == "log" and self.min <= 0:
+                raise ValueError(f"log sampling needs min > 0; received min {self.min:g}")
+            if self.values is not None:
+                raise ValueError(f"a {self.type} range takes min/max, not `values`")
+        else:
+            if self.min is not None or self.max is not None or self.step is not None:
+                raise ValueError(f"a {self.type} takes no min/max/step")
+        if self.type == "choice" and not self.values:
+            raise ValueError("a choice needs a non-empty list of `values`")
+        if self.type == "boolean" and self.values is not None:
+            raise ValueError("a boolean takes no `values` (it searches true and false)")
+        if (self.parent is None) != (self.parent_values is None):
+            raise ValueError("`parent` and `parent_values` go together")
+        if self.parent_values is not None and not self.parent_values:
+            raise ValueError("`parent_values` must not be empty")
+        return self
+
+
+class ObjectiveConfig(Section):
+    """What a trial is scored by: a Keras log name (``val_*`` is the validation split)."""
+
+    metric: str = "val_accuracy"
+    direction: Literal["max", "min"] = "max"
+
+
+class TuningConfig(Section):
+    """A Keras-Tuner search over `space` before the final training.
+
+    Trials fit on the train split and are scored on the validation split (the test
+    split is never seen). `epochs` (default `training.epochs`) bounds each trial
+    (and is Hyperband's ``max_epochs``); with `early_stopping` the training section's
+    early stopping also applies inside trials.
+    """
+
+    tuner: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    space: dict[str, ParamSpec] = Field(min_length=1)
+    objective: ObjectiveConfig = ObjectiveConfig()
+    max_trials: int = Field(10, ge=1, le=100_000)
+    executions_per_trial: int = Field(1, ge=1, le=100)
+    epochs: int | None = Field(None, ge=1, le=100_000)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    early_stopping: bool = True
+    hyperband_factor: int = Field(3, ge=2)
+    max_consecutive_failed_trials: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _parents(self) -> TuningConfig:
+        for key, spec in self.space.items():
+            if spec.parent is None:
+                continue
+            where = f"tuning.space.{key}.parent"
+            parent = self.space.get(spec.parent)
+            if parent is None:
+                raise UserError(
+                    f"Invalid value for `{where}`: received {spec.parent!r}; expected a key "
+                    f"of tuning.space ({', '.join(k for k in self.space if k != key) or 'none'})."
+                )
+            if parent.type not in ("choice", "boolean") or parent.parent is not None:
+                raise UserError(
+                    f"Invalid value for `{where}`: received {spec.parent!r} ({parent.type}"
+                    f"{', conditional' if parent.parent else ''}); expected an unconditional "
+                    "choice or boolean."
+                )
+            allowed = parent.values if parent.type == "choice" else [True, False]
+            bad = [v for v in spec.parent_values or [] if v not in (allowed or [])]
+            if bad:
+                raise UserError(
+                    f"Invalid value for `tuning.space.{key}.parent_values`: received {bad!r}; "
+                    f"expected values of {spec.parent}: {allowed!r}."
+                )
+        return self
+
+
+def _check_space_keys(cfg: RunConfig) -> None:
+    """Every `tuning.space` key must name a model option or a training field."""
+    if cfg.tuning is None:
+        return
+    from service import models
+
+    for key in cfg.tuning.space:
+        section, _, rest = key.partition(".")
+        where = f"tuning.space.{key}"
+        if section == "model":
+            allowed = [f"model.{o}" for o in models.option_names(cfg.model.type)]
+        elif section == "training":
+            node: Any = TrainingConfig
+            prefix = "training"
+            for part in rest.split("."):
+                fields = getattr(node, "model_fields", None)
+                if not fields or part not in fields:
+                    allowed = [f"{prefix}.{n}" for n in fields] if fields else [prefix]
+                    break
+                node, prefix = fields[part].annotation, f"{prefix}.{part}"
+            else:
+                if not hasattr(node, "model_fields"):
+                    continue  # a leaf field of the training section
+                allowed = [f"{prefix}.{n}" for n in node.model_fields]
+        else:
+            allowed = ["model.<option>", "training.<field>"]
+        if key not in allowed:
+            raise UserError(
+                f"Unknown key `{where}`: received {key!r}; expected one of "
+                f"{', '.join(allowed)}.{did_you_mean(key, allowed)}"
+            )
+
+
 # ---------------------------------------------------------- tracking/export
 class TrackingConfig(Section):
     """MLflow tracking. `uri` None means `$MLFLOW_TRACKING_URI`, else ``sqlite:///mlflow.db``."""
@@ -335,11 +470,16 @@ class RunConfig(Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
-    tuning: None = None
+    tuning: TuningConfig | None = None
     tracking: TrackingConfig = TrackingConfig()
     bless: BlessConfig = BlessConfig()
     registry: RegistryConfig = RegistryConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _tuning_space(self) -> RunConfig:
+        _check_space_keys(self)
+        return self
 
     @property
     def experiment(self) -> str:

@@ -1,0 +1,115 @@
+"""Keras-Tuner trials as MLflow child runs of the pipeline's run.
+
+Each trial gets one nested run (tag ``mlflow.parentRunId``) named ``trial-<id>``
+holding its hyper-parameters as params, per-epoch metrics, its final ``score`` and
+a ``kts.trial_status`` tag. A trial interrupted by a kill is run again by the
+resumed search; its unfinished child run is deleted first, so every trial ends
+with exactly one child run. The parent gets the best trial as tags and params and
+a ``tuning/trials.csv`` table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from service.tracking import Tracker
+
+TRIAL_TAG = "kts.trial_id"
+SEARCH_TAG = "kts.tuning.search"
+
+
+class TrialTracker:
+    """Opens and closes the child runs of one search under ``parent``."""
+
+    def __init__(self, parent: Tracker, search_id: str):
+        self.parent = parent
+        self.search_id = search_id
+        self._experiment_id: str | None = None
+
+    def _exp_id(self) -> str:
+        if self._experiment_id is None:
+            run = self.parent.client.get_run(self.parent.run_id)
+            self._experiment_id = run.info.experiment_id
+        return self._experiment_id
+
+    def children(self) -> list[Any]:
+        """The active child runs of the parent (one per trial started)."""
+        found = self.parent._guard(
+            "search_runs",
+            self.parent.client.search_runs,
+            [self._exp_id()],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent.run_id}'",
+            max_results=5000,
+        )
+        return list(found or [])
+
+    def start(self, trial_id: str, params: Mapping[str, Any]) -> Tracker | None:
+        """A tracker on a fresh child run for ``trial_id`` (an unfinished one is replaced).
+
+        None when the child run could not be created (tracking never stops a search).
+        """
+        client = self.parent.client
+        for run in self.children():
+            if run.data.tags.get(TRIAL_TAG) == trial_id:
+                self.parent._guard("delete_run", client.delete_run, run.info.run_id)
+        created = self.parent._guard(
+            "create_run",
+            client.create_run,
+            self._exp_id(),
+            run_name=f"trial-{trial_id}",
+            tags={
+                "mlflow.parentRunId": self.parent.run_id,
+                TRIAL_TAG: trial_id,
+                SEARCH_TAG: self.search_id,
+                "kts.trial_status": "RUNNING",
+            },
+        )
+        if created is None:
+            return None
+        child = Tracker(client, created.info.run_id, self.parent.experiment, self.parent.uri, "")
+        child.log_params(params)
+        return child
+
+    @staticmethod
+    def end(child: Tracker, *, status: str, score: float | None, message: str = "") -> None:
+        """Record a trial's outcome; KT's COMPLETED is FINISHED in MLflow, others FAILED."""
+        tags: dict[str, Any] = {"kts.trial_status": status}
+        if message:
+            tags["kts.trial_message"] = message[-4000:]
+        child.set_tags(tags)
+        if score is not None:
+            child.log_metrics({"score": score})
+        child.flush()
+        child.end("FINISHED" if status == "COMPLETED" else "FAILED")
+
+
+def log_summary(
+    parent: Tracker,
+    *,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+    objective: str,
+) -> None:
+    """Best trial tags/params and the trials table (CSV) on the parent run."""
+    if best is not None:
+        parent.set_tags(
+            {
+                "kts.tuning.best_trial": best["trial_id"],
+                "kts.tuning.best_score": best["score"],
+                "kts.tuning.objective": objective,
+                "kts.tuning.trials": len(rows),
+            }
+        )
+        parent.log_params({f"best.{k}": v for k, v in best["values"].items()})
+    keys = sorted({k for r in rows for k in r["values"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["trial_id", "status", "score", *keys])
+    for r in rows:
+        writer.writerow(
+            [r["trial_id"], r["status"], r["score"], *(r["values"].get(k) for k in keys)]
+        )
+    parent.log_text(buf.getvalue(), "tuning/trials.csv")
