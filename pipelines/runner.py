@@ -96,9 +96,12 @@ def config_hash(cfg: RunConfig) -> str:
 class RunState:
     """``runs/<name>/state.json``: which MLflow run an unfinished attempt was writing."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, task: str | None = None):
         self.path = cfg.run_dir / "state.json"
-        self.backup_dir = cfg.run_dir / "backup"
+        # Each multi-worker task backs up to its own folder: the run folder may be a
+        # volume shared by every worker, and two writers of one weights file collide.
+        suffix = "" if task in (None, "chief/0") else "-" + task.replace("/", "-")
+        self.backup_dir = cfg.run_dir / f"backup{suffix}"
         self.tuning_dir = cfg.run_dir / "tuning"  # a killed search resumes in the same run
         self.digest = config_hash(cfg)
 
@@ -116,6 +119,15 @@ class RunState:
             return state.get("run_id")
         return None
 
+    def clear_stale_worker_backup(self) -> None:
+        """A worker keeps its backup only if it was made with this very config."""
+        marker = self.backup_dir.with_suffix(".config")
+        if marker.is_file() and marker.read_text() == self.digest:
+            return
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(self.digest)
+
     def write(self, run_id: str | None, status: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
@@ -129,10 +141,14 @@ def run(cfg: RunConfig) -> RunSummary:
     from service.tracking import Tracker
     from service.training.runtime import cluster_role, configure
 
-    is_chief = cluster_role()[0] if cfg.training.distribution == "multi_worker" else True
-    state = RunState(cfg)
-    resume_id = state.resumable_run_id() if cfg.training.resume else None
-    if resume_id is None and is_chief:
+    is_chief, task = (
+        cluster_role() if cfg.training.distribution == "multi_worker" else (True, "chief/0")
+    )
+    state = RunState(cfg, task if not is_chief else None)
+    resume_id = state.resumable_run_id() if cfg.training.resume and is_chief else None
+    if not is_chief:
+        state.clear_stale_worker_backup()
+    elif resume_id is None:
         shutil.rmtree(state.backup_dir, ignore_errors=True)  # never restore another config
 
     runtime = configure(
