@@ -71,16 +71,20 @@ def _find_parent(cfg: Any, search: str) -> Any:
     client = MlflowClient(tracking_uri=uri)
     deadline = time.monotonic() + PARENT_WAIT_S
     while True:
-        exp = client.get_experiment_by_name(cfg.experiment)
-        runs = (
-            client.search_runs(
-                [exp.experiment_id],
-                filter_string=f"tags.`{SEARCH_TAG}` = '{search}' and attributes.status = 'RUNNING'",
-                max_results=1,
+        try:
+            exp = client.get_experiment_by_name(cfg.experiment)
+            runs = (
+                client.search_runs(
+                    [exp.experiment_id],
+                    filter_string=f"tags.`{SEARCH_TAG}` = '{search}' "
+                    "and attributes.status = 'RUNNING'",
+                    max_results=1,
+                )
+                if exp is not None
+                else []
             )
-            if exp is not None
-            else []
-        )
+        except Exception:  # the store may not exist yet (the chief creates it)
+            runs = []
         if runs:
             return Tracker(client, runs[0].info.run_id, cfg.experiment, uri, "")
         if time.monotonic() > deadline:

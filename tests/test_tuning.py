@@ -252,3 +252,68 @@ def test_search_killed_and_resumed_logs_one_child_run_per_trial(tmp_path):
     lines = Path(table).read_text().strip().splitlines()
     assert lines[0].startswith("trial_id,status,score")
     assert len(lines) == 1 + 3
+
+
+# -------------------------------------------------------------- distributed
+@pytest.mark.slow
+def test_chief_and_two_workers_share_one_search(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers import free_port
+
+    space = {"model.dropout": {"type": "choice", "values": [0.0, 0.1, 0.2, 0.3, 0.4]}}
+    path = _write(tmp_path, _config(tmp_path, space=space, max_trials=4))
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    env = {**oracle, "KTS_TUNING_PARENT_WAIT_S": "120"}
+    procs = {}
+
+    def start(role: str, tuner_id: str) -> None:
+        procs[tuner_id] = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", f"tune-{role}", str(path)],
+            cwd=tmp_path,
+            env=kts_env({**env, "KERASTUNER_TUNER_ID": tuner_id}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    # The chief first: three processes creating one SQLite store at once would race.
+    start("chief", "chief")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def parent_open() -> bool:
+        assert procs["chief"].poll() is None, procs["chief"].communicate()[1][-3000:]
+        exp = (tmp_path / "mlflow.db").exists() and client.get_experiment_by_name("tiny_tune")
+        return bool(exp) and bool(client.search_runs([exp.experiment_id]))
+
+    wait_until(parent_open, timeout=120, what="the chief's parent run", interval=1)
+    start("worker", "tuner-0")
+    start("worker", "tuner-1")
+    outputs = {}
+    try:
+        for tuner_id, proc in procs.items():
+            outputs[tuner_id] = proc.communicate(timeout=300)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    for tuner_id, proc in procs.items():
+        assert proc.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
+    assert "4/4 trials completed" in outputs["chief"][0], outputs["chief"]
+    for worker in ("tuner-0", "tuner-1"):
+        assert "is done" in outputs[worker][0]
+        assert "not tracked" not in outputs[worker][1]
+
+    exp = client.get_experiment_by_name("tiny_tune")
+    (parent,) = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`kts.tuning.role` = 'chief'"
+    )
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 4
+    assert len({c.data.tags["kts.trial_id"] for c in children}) == 4
+    assert {c.data.tags["kts.tuner_id"] for c in children} == {"tuner-0", "tuner-1"}
+    assert all(c.data.tags["kts.trial_status"] == "COMPLETED" for c in children)
+    assert "kts.tuning.best_trial" in parent.data.tags

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +65,7 @@ class TrialTracker:
                 "mlflow.parentRunId": self.parent.run_id,
                 TRIAL_TAG: trial_id,
                 SEARCH_TAG: self.search_id,
+                "kts.tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
                 "kts.trial_status": "RUNNING",
             },
         )
