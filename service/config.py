@@ -432,6 +432,49 @@ def _check_space_keys(cfg: RunConfig) -> None:
                 f"Unknown key `{where}`: received {key!r}; expected one of "
                 f"{', '.join(allowed)}.{did_you_mean(key, allowed)}"
             )
+    _check_space_values(cfg)
+
+
+def _check_space_values(cfg: RunConfig) -> None:
+    """Each value a key can take must suit that field (so it fails here, not in a trial)."""
+    assert cfg.tuning is not None
+    base = cfg.model_dump(mode="json")
+    base.pop("tuning", None)
+    for key, spec in cfg.tuning.space.items():
+        if spec.type == "choice":
+            candidates = list(spec.values or [])
+        elif spec.type == "boolean":
+            candidates = [True, False]
+        else:
+            ends = (spec.min, spec.max)
+            candidates = [int(v) if spec.type == "int" else v for v in ends if v is not None]
+        for value in candidates:
+            problem = _field_problem(base, key, value)
+            if problem:
+                raise UserError(
+                    f"Invalid value for `tuning.space.{key}`: received {value!r}, which "
+                    f"`{key}` does not accept ({problem})."
+                )
+
+
+def _field_problem(base: dict[str, Any], key: str, value: Any) -> str | None:
+    """Why ``key`` cannot take ``value`` in ``base``, or None (other fields' errors ignored)."""
+    data = copy.deepcopy(base)
+    node = data
+    *path, leaf = key.split(".")
+    for part in path:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    try:
+        RunConfig.model_validate(data)
+    except ValidationError as err:
+        for item in err.errors():
+            if ".".join(str(p) for p in item["loc"]) == key:
+                return str(item["msg"]).removeprefix("Value error, ")
+    except UserError as err:
+        if f"`{key}`" in str(err):
+            return str(err).rstrip(".")
+    return None
 
 
 # ---------------------------------------------------------- tracking/export

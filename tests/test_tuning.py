@@ -101,6 +101,12 @@ def test_space_maps_to_keras_tuner_hyperparameters(tmp_path):
         ("model.dense_units", {"type": "int", "min": 8, "max": 4}, ["empty range"]),
         ("model.filters", {"type": "choice", "values": []}, ["non-empty"]),
         (
+            "training.optimizer.name",
+            {"type": "choice", "values": ["adam", "adamm"]},
+            ["'adamm'", "'sgd'"],
+        ),
+        ("training.batch_size", {"type": "int", "min": 0, "max": 64}, ["received 0"]),
+        (
             "training.optimizer.learning_rate",
             {"type": "float", "min": 0, "max": 1, "sampling": "log"},
             ["log sampling"],

@@ -45,6 +45,8 @@ def decode(spec: ParamSpec, value: Any) -> Any:
         return json.loads(value)
     if spec.type == "int":
         return int(value)
+    if spec.type == "float":
+        return round(float(value), 12)  # a stepped 0.1 * 3 is 0.3, not 0.30000000000000004
     return value
 
 
