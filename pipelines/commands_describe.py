@@ -81,7 +81,7 @@ def describe(
 
     if compare == (model is not None):
         raise click.UsageError(
-            f"give either MODEL or --compare (received {'both' if compare else 'neither'})."
+            f"give either MODEL or --compare (received {'both' if compare else 'neither'})"
         )
     shape = parse_shape(input_shape) if input_shape is not None else None
     parsed = parse_options(options)

@@ -320,7 +320,7 @@ def _attention_macs(layer: Any, inputs: Sequence[Sequence[Any]]) -> int:
     t, s = query[1], value[1]
     heads, dk = layer.num_heads, layer.key_dim
     dv = layer.value_dim or dk
-    d_out = layer._output_shape or query[-1]  # noqa: SLF001  (no public accessor)
+    d_out = layer._output_shape or query[-1]  # private: no public accessor
     d_out = d_out[-1] if isinstance(d_out, Sequence) else d_out
     projections = t * query[-1] * heads * dk + s * key[-1] * heads * dk + s * value[-1] * heads * dv
     attention = heads * t * s * dk + heads * t * s * dv
@@ -384,7 +384,7 @@ def model_depth(model: Any) -> int:
         node = _node(layer)
         return [p.operation for p in node.parent_nodes] if node is not None else []
 
-    outputs = [t._keras_history.operation for t in model.outputs]  # noqa: SLF001
+    outputs = [t._keras_history.operation for t in model.outputs]
     stack = [(layer, False) for layer in outputs]
     while stack:  # iterative post-order: ResNet-152 is deeper than Python's recursion
         layer, ready = stack.pop()
