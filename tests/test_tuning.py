@@ -267,8 +267,9 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
 
     from tests.helpers import free_port
 
-    space = {"model.dropout": {"type": "choice", "values": [0.0, 0.1, 0.2, 0.3, 0.4]}}
-    path = _write(tmp_path, _config(tmp_path, space=space, max_trials=4))
+    # Six trials so that a worker slow to import TensorFlow still gets some.
+    space = {"model.dropout": {"type": "choice", "values": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}}
+    path = _write(tmp_path, _config(tmp_path, space=space, max_trials=6))
     oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
     env = {**oracle, "KTS_TUNING_PARENT_WAIT_S": "120"}
     procs = {}
@@ -305,7 +306,7 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
                 proc.kill()
     for tuner_id, proc in procs.items():
         assert proc.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
-    assert "4/4 trials completed" in outputs["chief"][0], outputs["chief"]
+    assert "6/6 trials completed" in outputs["chief"][0], outputs["chief"]
     for worker in ("tuner-0", "tuner-1"):
         assert "is done" in outputs[worker][0]
         assert "not tracked" not in outputs[worker][1]
@@ -318,8 +319,51 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     children = client.search_runs(
         [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert len(children) == 4
-    assert len({c.data.tags["kts.trial_id"] for c in children}) == 4
-    assert {c.data.tags["kts.tuner_id"] for c in children} == {"tuner-0", "tuner-1"}
+    assert len(children) == 6
+    assert len({c.data.tags["kts.trial_id"] for c in children}) == 6
+    ran = sorted(c.data.tags["kts.tuner_id"] for c in children)
+    assert set(ran) == {"tuner-0", "tuner-1"}, (ran, outputs)
     assert all(c.data.tags["kts.trial_status"] == "COMPLETED" for c in children)
     assert "kts.tuning.best_trial" in parent.data.tags
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, keras_seed):
+    from pipelines import steps
+    from service.config import validate
+    from service.tracking import Tracker
+    from tuning.search import run_search
+
+    # A piecewise schedule without boundaries is a valid choice on its own, but the
+    # trial's config is not: that trial fails, is recorded, and the other one runs.
+    space = {"training.schedule.type": {"type": "choice", "values": ["constant", "piecewise"]}}
+    data = _config(tmp_path, space=space, tuner="grid", max_trials=2, epochs=1)
+    data["model"] = {"type": "mlp", "units": [8]}
+    data["work_dir"] = str(tmp_path / "runs")
+    cfg = validate(data)
+    dataset = steps.ingest(cfg)
+    parts = steps.split(cfg, dataset)
+    tracker = Tracker.start(
+        uri=cfg.tracking.uri,
+        experiment="failing",
+        run_name=None,
+        required=True,
+        fallback_dir=tmp_path,
+    )
+    result = run_search(cfg, dataset, parts.split, build_model=steps.build_model, tracker=tracker)
+    tracker.end()
+
+    statuses = {r["values"]["training.schedule.type"]: r["status"] for r in result.trials}
+    assert statuses == {"constant": "COMPLETED", "piecewise": "FAILED"}
+    assert result.best_values == {"training.schedule.type": "constant"}
+    children = tracker.client.search_runs(
+        [tracker.client.get_run(tracker.run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{tracker.run_id}'",
+    )
+    by_value = {c.data.params["training.schedule.type"]: c for c in children}
+    assert set(by_value) == {"constant", "piecewise"}
+    failed = by_value["piecewise"]
+    assert failed.info.status == "FAILED"
+    assert "piecewise needs boundaries" in failed.data.tags["kts.trial_message"]
+    assert "score" not in failed.data.metrics
+    assert by_value["constant"].info.status == "FINISHED"
+    assert "score" in by_value["constant"].data.metrics
