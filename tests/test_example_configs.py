@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import CONFIGS, kts
 
 EXAMPLES = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-QUICK = ["--set", "training.epochs=2", "--set", "tracking.reports=false"]
+QUICK = ["--set", "training.epochs=1", "--set", "tracking.reports=false"]
 
 
 def write_reviews(path, rows: int = 240, seed: int = 0) -> None:
