@@ -39,19 +39,12 @@ def quiet_tensorflow() -> None:
     ``TF_CPP_MIN_LOG_LEVEL=0`` shows everything.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    from pipelines.stderr import native_stderr_muted
+
+    with native_stderr_muted():
+        import tensorflow  # noqa: F401
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,16 +9,14 @@ Nothing here imports TensorFlow at module level, so ``kts --help`` stays fast; t
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pipelines.stderr import native_stderr_muted
 from service.errors import UserError, invalid_value
 
 DEFAULT_MODEL_CONFIG = Path("serving_models") / "models.config"
@@ -55,30 +53,6 @@ def _quiet_tensorflow() -> None:
     from pipelines.cli import quiet_tensorflow
 
     quiet_tensorflow()
-
-
-@contextlib.contextmanager
-def _native_stderr_muted() -> Iterator[None]:
-    """Mute fd 2 while gRPC/TensorFlow C++ code runs: their absl start-up lines are noise.
-
-    Python exceptions still propagate and are reported after stderr is restored, so a
-    user error stays one line. ``TF_CPP_MIN_LOG_LEVEL=0`` keeps everything visible.
-    """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 @click.command(context_settings={"show_default": True})
@@ -253,7 +227,7 @@ def predict(
             _quiet_tensorflow()
             from serving.client import GrpcClient
 
-            with _native_stderr_muted():
+            with native_stderr_muted():
                 grpc_client = GrpcClient(server, timeout=timeout)
                 answer = grpc_client.predict_json(
                     model, document, version=model_version, label=label
@@ -285,7 +259,7 @@ def _move(action: str, run: Any) -> None:
     from serving.errors import ServingConfigError
 
     try:
-        with _native_stderr_muted():
+        with native_stderr_muted():
             move = run()
     except ServingConfigError as err:
         raise _as_user_error(err) from None

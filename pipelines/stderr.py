@@ -1,0 +1,34 @@
+"""Muting TensorFlow's and gRPC's native start-up chatter on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def native_stderr_muted() -> Iterator[None]:
+    """Mute fd 2 while gRPC/TensorFlow C++ code runs: their absl start-up lines are noise.
+
+    Some of those lines are printed before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``, so
+    only muting the file descriptor helps. Python exceptions still propagate and are
+    reported after stderr is restored, so a user error stays one line.
+    ``TF_CPP_MIN_LOG_LEVEL=0`` keeps everything visible.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
