@@ -346,63 +346,62 @@ def _class_folders(root: Path, what: str) -> list[Path]:
     return folders
 
 
+def _read_class_folders(
+    root: Path, what: str, suffixes: tuple[str, ...], read: Any
+) -> tuple[list[Any], np.ndarray, tuple[str, ...]]:
+    """Read every file with one of ``suffixes`` in each class sub-folder of ``root``.
+
+    Returns the read items, their class ids and the class names (the folder names).
+    """
+    items, labels = [], []
+    folders = _class_folders(root, what)
+    for class_id, folder in enumerate(folders):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+        if not files:
+            raise _fail(str(folder), f"has no {what} files ({', '.join(suffixes)})")
+        for file in files:
+            items.append(read(file))
+            labels.append(class_id)
+    return items, np.array(labels, dtype="int64"), tuple(p.name for p in folders)
+
+
+def _folder_dataset(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], kind: Kind, source: str):
+    task: Task = "binary" if len(names) == 2 else "multiclass"
+    return Dataset(x, y, task, kind, names, source)
+
+
 def load_image_dir(cfg: Any) -> Dataset:
     """One sub-folder per class of images, decoded with Keras' image utilities and resized."""
     import keras
 
+    def read(file: Path) -> np.ndarray:
+        try:
+            img = keras.utils.load_img(
+                file, color_mode=cfg.color_mode, target_size=tuple(cfg.image_size)
+            )
+        except Exception as err:  # PIL raises many types for broken files
+            raise _fail(
+                str(file), f"cannot be decoded as an image ({type(err).__name__})"
+            ) from None
+        return keras.utils.img_to_array(img, dtype="float32")
+
     root = Path(cfg.path)
-    images, labels = [], []
-    folders = _class_folders(root, "image")
-    for class_id, folder in enumerate(folders):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise _fail(str(folder), f"has no images ({', '.join(IMAGE_SUFFIXES)})")
-        for file in files:
-            try:
-                img = keras.utils.load_img(
-                    file, color_mode=cfg.color_mode, target_size=tuple(cfg.image_size)
-                )
-            except Exception as err:  # PIL raises many types for broken files
-                raise _fail(
-                    str(file), f"cannot be decoded as an image ({type(err).__name__})"
-                ) from None
-            images.append(keras.utils.img_to_array(img, dtype="float32"))
-            labels.append(class_id)
-    names = tuple(p.name for p in folders)
-    return Dataset(
-        np.stack(images),
-        np.array(labels, dtype="int64"),
-        "binary" if len(names) == 2 else "multiclass",
-        "image",
-        names,
-        f"image_dir:{root}",
-    )
+    images, y, names = _read_class_folders(root, "image", IMAGE_SUFFIXES, read)
+    return _folder_dataset(np.stack(images), y, names, "image", f"image_dir:{root}")
 
 
 def load_text_dir(cfg: Any) -> Dataset:
     """One sub-folder per class of ``.txt`` files (one example per file)."""
+
+    def read(file: Path) -> str:
+        try:
+            return file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise _fail(str(file), "is not UTF-8 text; expected UTF-8 encoded .txt") from None
+
     root = Path(cfg.path)
-    texts, labels = [], []
-    folders = _class_folders(root, "text")
-    for class_id, folder in enumerate(folders):
-        files = sorted(folder.glob("*.txt"))
-        if not files:
-            raise _fail(str(folder), "has no .txt files")
-        for file in files:
-            try:
-                texts.append(file.read_text(encoding="utf-8"))
-            except UnicodeDecodeError:
-                raise _fail(str(file), "is not UTF-8 text") from None
-            labels.append(class_id)
-    names = tuple(p.name for p in folders)
-    return Dataset(
-        np.array(texts, dtype=object),
-        np.array(labels, dtype="int64"),
-        "binary" if len(names) == 2 else "multiclass",
-        "text",
-        names,
-        f"text_dir:{root}",
-    )
+    texts, y, names = _read_class_folders(root, "text", (".txt",), read)
+    return _folder_dataset(np.array(texts, dtype=object), y, names, "text", f"text_dir:{root}")
 
 
 def load_tfrecord(cfg: Any) -> Dataset:
