@@ -668,7 +668,7 @@ def test_tuning_chief_and_workers_find_each_other(target):
         service["spec"]["selector"], workers["spec"]["template"]["metadata"]["labels"]
     )
     (chief_container,) = chief_pod["spec"]["containers"]
-    assert chief_container["args"] == ["tune-chief", "/config/pipeline.yaml"]
+    assert chief_container["args"] == ["tune-chief", "/config/tuning.yaml"]
     chief_env = expand_env(chief_container["env"], {})
     (oracle_port,) = service["spec"]["ports"]
     container_ports = {p["name"]: p["containerPort"] for p in chief_container["ports"]}
@@ -676,7 +676,7 @@ def test_tuning_chief_and_workers_find_each_other(target):
     assert chief_env["KERASTUNER_ORACLE_IP"] == "0.0.0.0"  # the oracle binds every interface
     assert "chief" in chief_env["KERASTUNER_TUNER_ID"]  # how Keras-Tuner recognises its chief
     (worker_container,) = workers["spec"]["template"]["spec"]["containers"]
-    assert worker_container["args"] == ["tune-worker", "/config/pipeline.yaml"]
+    assert worker_container["args"] == ["tune-worker", "/config/tuning.yaml"]
     ids = set()
     for index in range(workers["spec"]["completions"]):
         annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
@@ -709,29 +709,38 @@ def _kts_subcommands() -> list[str]:
 def test_manifest_commands_exist_in_the_cli(subcommand, tmp_path):
     assert subcommand in _kts_subcommands()
     result = kts([subcommand, "--help"], cwd=tmp_path, timeout=120)
-    if subcommand.startswith("tune-") and "No such command" in result.stderr:
-        pytest.xfail(
-            f"`kts {subcommand}` is not in the CLI yet (tuning issue); the manifests use it"
-        )
     assert result.returncode == 0, result.stderr
     assert "CONFIG" in result.stdout
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_kts_container_config_validates(target, tmp_path):
-    """The ConfigMap's pipeline plus each container's --set overrides pass `load_config`."""
+    """Each container's config file from the ConfigMap plus its --set overrides pass
+    `load_config`; the tuning pods' config has a search and runs the pipeline's data,
+    model and training (so what the search finds applies to the scheduled run)."""
     from service.config import load_config
 
     objs = render(target)
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(find(objs, "ConfigMap", "kts-pipeline-config")["data"]["pipeline.yaml"])
+    data = find(objs, "ConfigMap", "kts-pipeline-config")["data"]
+    assert set(data) == {"pipeline.yaml", "tuning.yaml"}
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    expected = {"run": "pipeline.yaml", "tune-chief": "tuning.yaml", "tune-worker": "tuning.yaml"}
     for where, _, _, container in kts_containers(objs):
         args = container["args"]
-        assert args[1] == "/config/pipeline.yaml", where
+        assert args[1] == f"/config/{expected[args[0]]}", where
         overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-        cfg = load_config(config, overrides)
+        cfg = load_config(tmp_path / expected[args[0]], overrides)
+        if args[0].startswith("tune-"):
+            assert cfg.tuning is not None, where
+        else:
+            assert cfg.tuning is None, where  # the schedule trains; it does not search
         if "training.distribution=multi_worker" in overrides:
             assert cfg.training.distribution == "multi_worker"
+    pipeline = load_config(tmp_path / "pipeline.yaml").to_dict()
+    tuning = load_config(tmp_path / "tuning.yaml").to_dict()
+    for section in ("seed", "work_dir", "data", "model", "training", "export"):
+        assert tuning[section] == pipeline[section], section
 
 
 class PodSandbox:
