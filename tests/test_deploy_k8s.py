@@ -787,8 +787,19 @@ class PodSandbox:
             return [self.map_tree(v) for v in node]
         return self.map(node) if isinstance(node, str) else node
 
-    def command(self, container, *, env: dict[str, str], extra_args: list[str]):
-        """``(argv, env, cwd)`` to run the container's command here, with this Python."""
+    def command(
+        self,
+        container,
+        *,
+        env: dict[str, str],
+        extra_args: list[str],
+        annotations: dict[str, str] | None = None,
+    ):
+        """``(argv, env, cwd)`` to run the container's command here, with this Python.
+
+        The container's env is resolved as the kubelet does (``annotations`` feed its
+        fieldRefs); ``env`` then replaces what must differ locally (service addresses).
+        """
         assert container["command"] == ["kts"]
         argv = [
             sys.executable,
@@ -798,9 +809,8 @@ class PodSandbox:
             *extra_args,
         ]
         full_env = kts_env()
-        for item in container.get("env", []):
-            assert "value" in item, f"{item['name']}: only literal values in kts containers"
-            full_env[item["name"]] = self.map(item["value"])
+        resolved = expand_env(container.get("env", []), annotations or {})
+        full_env.update({name: self.map(value) for name, value in resolved.items()})
         full_env.update(env)
         full_env["PYTHONPATH"] = str(REPO)
         return argv, full_env, Path(self.map(container["workingDir"]))
@@ -916,3 +926,71 @@ def test_tfjob_command_runs_as_two_local_processes(tmp_path):
     assert [r.info.run_id for r in runs] == [chief["run_id"]], logs
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["kts.strategy"] == "MultiWorkerMirroredStrategy"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_tuning_jobs_run_as_local_chief_and_worker(tmp_path, mlflow_server):
+    """The tuning chief's and worker 0's exact commands and env, the oracle on 127.0.0.1.
+
+    Both processes track to one `mlflow server` (as both pods do to the kts-mlflow
+    Service); the experiment is this test's own, the server being shared.
+    """
+    objs = render("base")
+    port = str(free_port())
+    uri, experiment = mlflow_server, f"k8s-tuning-{tmp_path.name}"
+    local = {"MLFLOW_TRACKING_URI": uri, "KERASTUNER_ORACLE_PORT": port}
+    shrink = [
+        *("--set", "tuning.max_trials=2", "--set", "training.epochs=1"),
+        *("--set", f"tracking.experiment={experiment}"),
+    ]
+    processes = []
+    try:
+        for job, role, env, annotations in (
+            ("kts-tune-chief", "chief", {"KERASTUNER_ORACLE_IP": "127.0.0.1"}, None),
+            (
+                "kts-tune-workers",
+                "worker",
+                {"KERASTUNER_ORACLE_IP": "127.0.0.1"},  # instead of the kts-tune-oracle Service
+                {"batch.kubernetes.io/job-completion-index": "0"},
+            ),
+        ):
+            pod = find(objs, "Job", job)["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            sandbox = PodSandbox(objs, pod, container, tmp_path / role, tmp_path / "claims")
+            argv, full_env, cwd = sandbox.command(
+                container, env={**local, **env}, extra_args=shrink, annotations=annotations
+            )
+            log = open(tmp_path / f"{role}.log", "w")  # noqa: SIM115 - closed below
+            proc = subprocess.Popen(
+                argv, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+            )
+            processes.append((role, proc, log, full_env))
+        codes = {}
+        for role, proc, _, _ in processes:
+            try:
+                codes[role] = proc.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                codes[role] = "timeout"
+    finally:
+        for _, proc, log, _ in processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    logs = {role: (tmp_path / f"{role}.log").read_text()[-3000:] for role, *_ in processes}
+    assert codes == {"chief": 0, "worker": 0}, (codes, logs)
+    assert processes[1][3]["KERASTUNER_TUNER_ID"] == "tuner-0"
+    assert "2/2 trials completed" in logs["chief"], logs
+    # The search state is on the chief's claim, where a restarted chief finds it.
+    assert list(
+        (tmp_path / "claims" / "kts-tuning-state").glob("runs/*/tuning/search-*/oracle.json")
+    )
+    runs = _mlflow_runs(uri, experiment)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    assert {c.data.tags["kts.tuner_id"] for c in children} == {"tuner-0"}
+    assert parent.data.tags["kts.tuning.best_trial"] in {
+        c.data.tags["kts.trial_id"] for c in children
+    }
