@@ -83,24 +83,48 @@ def bless(
 
 
 def register(
-    cfg: RunConfig, tracker: Any, parts: Any, exported: Any, metrics: dict[str, float]
-) -> str | None:
-    """Log the export to the run, register it and move the `champion` alias to it."""
-    from service.tracking import register_version
+    cfg: RunConfig,
+    tracker: Any,
+    data: Any,
+    parts: Any,
+    exported: Any,
+    metrics: dict[str, float],
+    *,
+    champion: bool,
+) -> tuple[str, str] | None:
+    """Log ``exported`` as the run's MLflow model and register a version of it.
 
-    tracker.log_artifact(exported.path, "model")
-    source = f"runs:/{tracker.run_id}/model/{Path(exported.path).name}"
-    return tracker._guard(
+    A blessed (``champion``) export is the served one: the version gets the alias
+    ``champion`` and the serving version number as a tag. Otherwise it is a
+    ``challenger``, registered for comparison but not served. Returns (version, alias),
+    or None when tracking failed (reported; the run goes on).
+    """
+    from service.tracking import CHALLENGER, CHAMPION, register_version
+
+    alias = CHAMPION if champion else CHALLENGER
+    rows = parts.split.validation[:2] if len(parts.split.validation) else parts.split.train[:2]
+    example = data.x[rows].astype(str) if data.kind == "text" else data.x[rows]
+    link: dict[str, Any] = {"kts.export_path": exported.path}
+    if champion:
+        link["kts.serving_version"] = exported.version
+    model_uri = tracker.log_serving_model(
+        exported.path, example={data.input_name: example}, tags=link
+    )
+    if model_uri is None:
+        return None
+    version = tracker.guarded(
         "register",
         register_version,
         tracker.client,
         cfg.registered_name,
         run_id=tracker.run_id,
-        source=source,
+        source=model_uri,
+        alias=alias,
         tags={
-            "kts.serving_version": exported.version,
-            "kts.export_path": exported.path,
+            **link,
             "kts.split_fingerprint": parts.fingerprint,
+            "kts.blessed": champion,
             cfg.bless.metric: metrics.get(cfg.bless.metric, ""),
         },
     )
+    return (version, alias) if version is not None else None

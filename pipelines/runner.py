@@ -37,6 +37,7 @@ class RunSummary:
     blessed: bool = True
     bless_reason: str = ""
     registered_version: str | None = None
+    registered_alias: str | None = None
     resumed_from_epoch: int = 0
     commands: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -54,7 +55,9 @@ class RunSummary:
         if self.export:
             lines.append(f"export:   {self.export['path']} (version {self.export['version']})")
         if self.registered_version:
-            lines.append(f"registry: version {self.registered_version} is now 'champion'")
+            lines.append(
+                f"registry: version {self.registered_version} is now '{self.registered_alias}'"
+            )
         for name, cmd in self.commands.items():
             lines.append(f"{name + ':':<11}{cmd}")
         lines.extend(f"note:     {n}" for n in self.notes)
@@ -169,6 +172,8 @@ def run(cfg: RunConfig) -> RunSummary:
             fallback_dir=cfg.run_dir,
             resume_run_id=resume_id,
         )
+        if cfg.tracking.system_metrics:
+            tracker.start_system_metrics(cfg.tracking.system_metrics_interval)
     if is_chief:
         state.write(tracker.run_id if tracker else None, "running")
     try:
@@ -223,7 +228,15 @@ class Pipeline:
         if blessing.blessed and cfg.export.enabled:
             exported = steps.export(cfg, data, trained, warmup_rows=parts.split.validation)
             self._promote(exported)
-            registered = self._register(parts, exported, metrics)
+            registered = self._register(data, parts, exported, metrics, champion=True)
+        elif cfg.export.enabled and self._registers() and cfg.registry.challengers:
+            # Not served, but kept: an MLflow model under the `challenger` alias.
+            scratch = cfg.run_dir / "challenger"
+            shutil.rmtree(scratch, ignore_errors=True)
+            candidate = steps.export(
+                cfg, data, trained, warmup_rows=parts.split.validation, base_path=str(scratch)
+            )
+            registered = self._register(data, parts, candidate, metrics, champion=False)
         if tracker is not None:
             tags = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
             if exported is not None:
@@ -344,12 +357,18 @@ class Pipeline:
         config = Path(self.cfg.export.base_path) / "models.config"
         promote(config, self.cfg.export_name, exported.version)
 
-    def _register(self, parts: Any, exported: Any, metrics: dict[str, float]) -> str | None:
-        if self.tracker is None or not self.cfg.registry.enabled:
+    def _registers(self) -> bool:
+        return self.tracker is not None and self.cfg.registry.enabled
+
+    def _register(
+        self, data: Any, parts: Any, exported: Any, metrics: dict[str, float], *, champion: bool
+    ) -> tuple[str, str] | None:
+        """Log ``exported`` as the run's MLflow model and register it; (version, alias)."""
+        if not self._registers():
             return None
         from pipelines.promotion import register
 
-        return register(self.cfg, self.tracker, parts, exported, metrics)
+        return register(self.cfg, self.tracker, data, parts, exported, metrics, champion=champion)
 
     def _summary(self, data, parts, trained, metrics, blessing, exported, registered) -> RunSummary:
         cfg, tracker = self.cfg, self.tracker
@@ -375,7 +394,8 @@ class Pipeline:
             epochs_run=trained.epochs_run,
             blessed=blessing.blessed if blessing else False,
             bless_reason=blessing.reason if blessing else "not the chief worker",
-            registered_version=registered,
+            registered_version=registered[0] if registered else None,
+            registered_alias=registered[1] if registered else None,
             resumed_from_epoch=trained.initial_epoch,
             commands=commands,
             notes=notes,

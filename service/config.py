@@ -487,6 +487,9 @@ class TrackingConfig(Section):
     run_name: str | None = None
     required: bool = True
     reports: bool = True
+    # CPU, memory, disk, network (and GPU) as `system/*` metrics every N seconds.
+    system_metrics: bool = True
+    system_metrics_interval: float = Field(10.0, ge=0.5, le=3600)
 
 
 class ExportConfig(Section):
@@ -498,10 +501,18 @@ class ExportConfig(Section):
 
 
 class RegistryConfig(Section):
-    """MLflow Model Registry entry for blessed models (None name: the pipeline name)."""
+    """MLflow Model Registry versions (`model_name` None: the pipeline name).
+
+    A blessed candidate is exported, logged as the run's MLflow model, registered and
+    given the alias ``champion``. With `challengers`, a candidate that did not beat
+    the champion is still logged and registered (its SavedModel written under the
+    run folder, not where serving looks) with the alias ``challenger``, for comparison
+    and manual promotion.
+    """
 
     enabled: bool = True
     model_name: str | None = Field(None, pattern=NAME_PATTERN)
+    challengers: bool = True
 
 
 class RunConfig(Section):

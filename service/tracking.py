@@ -67,6 +67,7 @@ class Tracker:
         self.resumed = False
         self._reported = False
         self._pending: list[Any] = []
+        self._system: Any = None
 
     # ------------------------------------------------------------- start
     @classmethod
@@ -134,6 +135,12 @@ class Tracker:
         return tracker
 
     # ----------------------------------------------------------- logging
+    def guarded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` under the tracking rule: a failure is reported once on
+        stderr and None returned (raised under pytest); for MLflow calls made outside
+        this class (the registry, trial runs)."""
+        return self._guard(what, fn, *args, **kwargs)
+
     def _guard(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -234,7 +241,82 @@ class Tracker:
         ]
         self.client.log_inputs(self.run_id, datasets=inputs)
 
+    def start_system_metrics(self, interval_s: float) -> None:
+        """Sample CPU, memory, disk, network (and GPU where NVML is present) every
+        ``interval_s`` seconds into ``system/*`` metrics of this run, until `end`.
+
+        MLflow's own monitor, on a daemon thread; a resumed run continues its steps.
+        """
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = self._guard(
+            "system_metrics",
+            SystemMetricsMonitor,
+            self.run_id,
+            sampling_interval=interval_s,
+            samples_before_logging=1,
+            resume_logging=self.resumed,
+            tracking_uri=self.uri,
+        )
+        if monitor is not None:
+            monitor.start()
+            self._system = monitor
+
+    def log_serving_model(
+        self, export_path: str | Path, *, example: Mapping[str, Any], tags: Mapping[str, Any]
+    ) -> str | None:
+        """Log the exported SavedModel as this run's MLflow model ``model``; its URI.
+
+        A pyfunc (`service/kts_pyfunc.py`) over the export's ``serving_default``
+        signature, with that signature as the MLflow signature (named tensors) and
+        ``example`` (``{input_name: a few raw rows}``) as its input example, so the UI
+        shows both and ``mlflow models serve`` / ``mlflow.pyfunc.load_model`` answer
+        like the served version. ``tags`` go on the logged model (the serving version).
+        None when tracking failed (reported once; the run goes on).
+        """
+        return self._guard("log_model", self._log_serving_model, export_path, example, tags)
+
+    def _log_serving_model(
+        self, export_path: str | Path, example: Mapping[str, Any], tags: Mapping[str, Any]
+    ) -> str:
+        import mlflow
+        import mlflow.pyfunc
+        import numpy as np
+        import tensorflow as tf
+        from mlflow.models import Model, infer_signature
+
+        serve = tf.saved_model.load(str(export_path)).signatures["serving_default"]
+        inputs = {k: np.asarray(v) for k, v in example.items()}
+        outputs = {
+            k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()
+        }
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)  # Model.log writes through the fluent API's store
+        try:
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=mlflow.pyfunc,
+                run_id=self.run_id,
+                loader_module="kts_pyfunc",
+                data_path=str(export_path),
+                code_paths=[str(Path(__file__).with_name("kts_pyfunc.py"))],
+                signature=infer_signature(inputs, outputs),
+                input_example=inputs,
+                pip_requirements=[
+                    f"tensorflow=={tf.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                ],
+                tags={k: str(v) for k, v in tags.items()},
+            )
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return str(info.model_uri)
+
     def end(self, status: str = "FINISHED") -> None:
+        if self._system is not None:
+            self._guard("system_metrics", self._system.finish)
+            self._system = None
         self.flush()
         self._guard("end", self.client.set_terminated, self.run_id, status)
 
@@ -304,7 +386,8 @@ class Tracker:
 
 
 # ------------------------------------------------------------- model registry
-CHAMPION = "champion"
+CHAMPION = "champion"  # the blessed version: exported and served under the `stable` label
+CHALLENGER = "challenger"  # the latest candidate that did not beat the champion
 
 
 def champion_version(client: Any, name: str) -> Any | None:
@@ -318,9 +401,19 @@ def champion_version(client: Any, name: str) -> Any | None:
 
 
 def register_version(
-    client: Any, name: str, *, run_id: str, source: str, tags: Mapping[str, Any]
+    client: Any,
+    name: str,
+    *,
+    run_id: str,
+    source: str,
+    tags: Mapping[str, Any],
+    alias: str = CHAMPION,
 ) -> str:
-    """Register ``source`` as a new version of ``name``, make it `champion`; return the version."""
+    """Register ``source`` as a new version of ``name`` under ``alias``; return the version.
+
+    A new `champion` also takes the `challenger` alias off an older version (the
+    challenger lost to the previous champion, which this one beat).
+    """
     from mlflow.exceptions import MlflowException
 
     try:
@@ -328,7 +421,18 @@ def register_version(
     except MlflowException:
         client.create_registered_model(name)
     version = client.create_model_version(
-        name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        name,
+        source,
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        # A logged model (`models:/<id>`) is registered by its id (an HTTP server
+        # refuses the bare source).
+        model_id=source.removeprefix("models:/") if source.startswith("models:/m-") else None,
     )
-    client.set_registered_model_alias(name, CHAMPION, version.version)
+    client.set_registered_model_alias(name, alias, version.version)
+    if alias == CHAMPION:
+        try:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException:
+            pass  # there was no challenger
     return str(version.version)

@@ -19,7 +19,8 @@ def digits():
     return load_digits()
 
 
-def test_kts_run_tracks_and_exports(tmp_path, digits):
+def test_kts_run_tracks_and_exports(tmp_path, digits, monkeypatch):
+    import mlflow.pyfunc
     import tensorflow as tf
     from mlflow.tracking import MlflowClient
 
@@ -56,10 +57,34 @@ def test_kts_run_tracks_and_exports(tmp_path, digits):
     # on the same (recomputed) test split.
     assert summary["blessed"] is True
     assert summary["registered_version"] == "1"
+    assert summary["registered_alias"] == "champion"
     champion = client.get_model_version_by_alias("digits_cnn", "champion")
     assert champion.run_id == summary["run_id"]
     assert champion.tags["kts.serving_version"] == "1"
     export = summary["export"]["path"]
+
+    # The registered version is the run's logged MLflow model: signature and input
+    # example from the export, tagged with the serving version, answering as it does.
+    logged = client.get_logged_model(champion.source.removeprefix("models:/"))
+    assert logged.source_run_id == summary["run_id"]
+    assert logged.tags["kts.serving_version"] == "1"
+    assert logged.tags["kts.export_path"] == export
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    pyfunc = mlflow.pyfunc.load_model("models:/digits_cnn@champion")
+    assert pyfunc.metadata.get_input_schema().input_names() == ["image"]
+    assert set(pyfunc.metadata.get_output_schema().input_names()) == {
+        "probabilities",
+        "class_ids",
+    }
+    example = pyfunc.input_example
+    assert np.asarray(example["image"]).shape[1:] == (8, 8, 1)
+    rows = digits.x[:5]
+    expected = tf.saved_model.load(export).signatures["serving_default"](image=tf.constant(rows))
+    answer = pyfunc.predict({"image": rows})
+    np.testing.assert_allclose(
+        answer["probabilities"], expected["probabilities"].numpy(), atol=1e-6
+    )
+    np.testing.assert_array_equal(answer["class_ids"], expected["class_ids"].numpy())
     loaded = tf.saved_model.load(export)
     serve = loaded.signatures["serving_default"]
     assert list(serve.structured_input_signature[1]) == ["image"]

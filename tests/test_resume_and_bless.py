@@ -104,9 +104,16 @@ def test_bless_gate_promotes_better_refuses_worse(tmp_path):
     assert not worse["blessed"]
     assert "not better" in worse["bless_reason"]
     assert worse["export"] is None
-    assert worse["registered_version"] is None
+    # Kept in the registry as the challenger (not served): its own SavedModel copy.
+    assert (worse["registered_version"], worse["registered_alias"]) == ("2", "challenger")
     assert versions() == [1]  # no new serving version
     assert stable() == 1
+    client = _client(tmp_path)
+    challenger = client.get_model_version_by_alias("digits_cnn", "challenger")
+    assert challenger.run_id == worse["run_id"]
+    assert "kts.serving_version" not in challenger.tags
+    assert challenger.tags["kts.blessed"] == "False"
+    assert str(client.get_model_version_by_alias("digits_cnn", "champion").version) == "1"
 
     better = run("--set", "training.epochs=8")
     assert better["blessed"], better["bless_reason"]
@@ -114,10 +121,11 @@ def test_bless_gate_promotes_better_refuses_worse(tmp_path):
     assert versions() == [1, 2]
     assert stable() == 2  # the register step moved the serving label
 
-    client = _client(tmp_path)
     champion = client.get_model_version_by_alias("digits_cnn", "champion")
     assert champion.run_id == better["run_id"]
+    assert str(champion.version) == better["registered_version"] == "3"
     assert champion.tags["kts.serving_version"] == "2"
+    assert "challenger" not in client.get_registered_model("digits_cnn").aliases
     refused = client.get_run(worse["run_id"])
     assert refused.data.tags["kts.blessed"] == "False"
     assert "not better" in refused.data.tags["kts.bless_reason"]

@@ -36,6 +36,10 @@ def test_run_against_http_server_records_everything(tmp_path, mlflow_server):
             f"tracking.uri={mlflow_server}",
             "--set",
             "tracking.experiment=http-e2e",
+            "--set",
+            "tracking.system_metrics_interval=1",
+            "--set",
+            "registry.model_name=http-e2e",
             "--output-json",
             "out.json",
         ],
@@ -44,6 +48,7 @@ def test_run_against_http_server_records_everything(tmp_path, mlflow_server):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out.json").read_text())
     assert not (tmp_path / "mlflow.db").exists()  # nothing in the local default store
+    assert not (tmp_path / "mlruns").exists()  # artifacts went to the server too
 
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(summary["run_id"])
@@ -84,6 +89,42 @@ def test_run_against_http_server_records_everything(tmp_path, mlflow_server):
         assert summary["split_fingerprint"] in card
         assert "learning_curves.png" in card
         assert "test_accuracy" in card
+
+    # System metrics, sampled every second while the run was open.
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) >= 2
+    assert all(0 <= m.value <= 100 * 64 for m in cpu)
+    assert client.get_metric_history(run.info.run_id, "system/system_memory_usage_megabytes")
+
+    # The run's MLflow model, through the server's artifact proxy: the registered
+    # champion, with the export's signature, answering as the export does.
+    version = client.get_model_version_by_alias("http-e2e", "champion")
+    assert version.run_id == run.info.run_id
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.tags["kts.serving_version"] == str(summary["export"]["version"])
+    _assert_pyfunc_matches_export(mlflow_server, version.source, summary["export"]["path"])
+
+
+def _assert_pyfunc_matches_export(uri: str, model_uri: str, export: str) -> None:
+    import mlflow
+    import mlflow.pyfunc
+    import tensorflow as tf
+
+    from service.data.sources import load_digits
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert model.metadata.get_input_schema().input_names() == ["image"]
+    assert np.asarray(model.input_example["image"]).shape[1:] == (8, 8, 1)
+    rows = load_digits().x[:7]
+    served = tf.saved_model.load(export).signatures["serving_default"](image=tf.constant(rows))
+    answer = model.predict({"image": rows})
+    np.testing.assert_allclose(answer["probabilities"], served["probabilities"].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(answer["class_ids"], served["class_ids"].numpy())
 
 
 def test_unreachable_server_exits_2_naming_the_uri(tmp_path):
