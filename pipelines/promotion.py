@@ -39,8 +39,9 @@ def _champion_score(
     serve = tf.saved_model.load(path).signatures["serving_default"]
     x = data.x[rows].astype(str) if data.kind == "text" else data.x[rows]
     out = serve(**{data.input_name: tf.constant(x)})
-    outputs = np.asarray(out.get("probabilities", out.get("predictions")), dtype="float64")
-    scores = {f"test_{k}": v for k, v in score(data.task, data.y[rows], outputs).items()}
+    (value,) = [out[k] for k in ("probabilities", "predictions", "reconstructions") if k in out]
+    outputs = np.asarray(value, dtype="float64")
+    scores = {f"test_{k}": v for k, v in score(data.task, data.targets[rows], outputs).items()}
     return scores.get(metric)
 
 

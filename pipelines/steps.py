@@ -18,6 +18,7 @@ import numpy as np
 from service.config import RunConfig
 from service.data.sources import Dataset
 from service.data.split import Split
+from service.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,15 @@ def split(cfg: RunConfig, data: Dataset) -> SplitResult:
     """Make the run's one train / validation / test split."""
     from service.data.split import make_split
 
+    # An autoencoder's data may still carry class labels: they stratify the split.
+    labelled = data.task in ("multiclass", "binary") or (
+        data.task == "reconstruction" and bool(data.class_names)
+    )
     result = make_split(
         data.y,
         cfg.data.split,
         seed=cfg.seed,
-        classification=data.task in ("multiclass", "binary"),
+        classification=labelled,
         groups=data.groups,
         ordered=data.ordered,
         class_names=data.class_names,
@@ -83,7 +88,7 @@ def split(cfg: RunConfig, data: Dataset) -> SplitResult:
     for name, idx in result.parts().items():
         if len(idx) == 0:
             raise RuntimeError(f"split: the {name} part is empty")
-    counts = result.class_counts(data.y) if data.task in ("multiclass", "binary") else {}
+    counts = result.class_counts(data.y) if labelled else {}
     return SplitResult(result, result.fingerprint, counts)
 
 
@@ -100,11 +105,19 @@ def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
             options.setdefault(key, value)
     if "task" in params:
         options.setdefault("task", data.task)
+    if data.task == "reconstruction" and params["num_classes"].default is not None:
+        raise UserError(
+            f"Invalid value for `model.type`: received {cfg.model.type!r}, a model with a "
+            "classifier head; data.task 'reconstruction' needs a model whose output is "
+            "shaped as its input (e.g. conv_autoencoder)."
+        )
     core = models.build(
         cfg.model.type, input_shape=pre.output_shape, num_classes=data.output_size, **options
     )
     if data.task == "regression":
         core = _with_target_scale(core, data.y[train_rows])
+    elif data.task == "reconstruction":
+        core = _with_input_range(cfg, core, pre.output_shape, data.x[train_rows])
     return assemble(
         core,
         pre,
@@ -112,6 +125,31 @@ def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
         input_name=data.input_name,
         text=data.kind == "text",
     )
+
+
+def _with_input_range(cfg: RunConfig, core, shape: tuple[int, ...], x_train: np.ndarray):
+    """An autoencoder's output mapped back to the raw input range of the train split.
+
+    The builder reconstructs in [0, 1] (sigmoid) or z-scores (linear) of its
+    preprocessed input; a fixed affine layer maps that to the data's units, so the
+    target is the raw input and the export answers in pixels. A model whose output is
+    not shaped as its input cannot reconstruct: a `UserError`.
+    """
+    import keras
+
+    produced = tuple(core.output_shape[1:])
+    if produced != tuple(shape):
+        raise UserError(
+            f"Invalid value for `model.type`: received {cfg.model.type!r}, whose output "
+            f"is {produced}; data.task 'reconstruction' needs an output shaped as its "
+            f"input {tuple(shape)} (e.g. conv_autoencoder)."
+        )
+    low, high = float(np.min(x_train)), float(np.max(x_train))
+    inputs = keras.Input(shape=core.input_shape[1:], dtype=core.inputs[0].dtype)
+    outputs = keras.layers.Rescaling(
+        scale=(high - low) or 1.0, offset=low, dtype="float32", name="input_range"
+    )(core(inputs))
+    return keras.Model(inputs, outputs, name=core.name)
 
 
 def _with_target_scale(core, y_train: np.ndarray):
@@ -158,11 +196,12 @@ def train(
             model, cfg.training, data.task, steps_per_epoch=steps_per_epoch
         )
     one_hot = _one_hot(cfg, data)
+    targets = data.targets
     train_ds = trainer.make_dataset(
-        data.x[tr], data.y[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=one_hot
+        data.x[tr], targets[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=one_hot
     )
     val_ds = trainer.make_dataset(
-        data.x[va], data.y[va], batch_size=bs, shuffle=False, seed=0, one_hot=one_hot
+        data.x[va], targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=one_hot
     )
     weights = (
         trainer.class_weights(cfg.training, data.y[tr], data.class_names)
@@ -203,7 +242,7 @@ def evaluate(cfg: RunConfig, data: Dataset, parts: SplitResult, trained: Trained
     result = trainer.evaluate(
         trained.model,
         data.x[te],
-        data.y[te],
+        data.targets[te],
         task=data.task,
         batch_size=cfg.training.batch_size,
         one_hot=_one_hot(cfg, data),

@@ -131,7 +131,11 @@ class DataConfig(Section):
     features: list[str] | None = None
     text: str | None = None
     group: str | None = None
-    task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = "auto"
+    # reconstruction: an autoencoder learns to reproduce image inputs (labels, if any,
+    # only stratify the split and colour the projection).
+    task: Literal["auto", "multiclass", "binary", "multilabel", "regression", "reconstruction"] = (
+        "auto"
+    )
     classes: list[str] | None = None
     image_size: tuple[int, int] = (64, 64)
     color_mode: Literal["grayscale", "rgb"] = "rgb"
@@ -256,6 +260,7 @@ LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("sparse_categorical_crossentropy", "binary_crossentropy"),
     "multilabel": ("binary_crossentropy", "binary_focal_crossentropy"),
     "regression": ("mean_squared_error", "mean_absolute_error", "huber"),
+    "reconstruction": ("mean_squared_error", "mean_absolute_error", "huber"),
 }
 
 

@@ -13,6 +13,9 @@
   TensorFlow Serving's Classify API reads.
 * ``regression`` (single-output regressors): ``inputs`` -> ``outputs`` float32 ``[batch]``
   for the Regress API.
+* Autoencoders (task ``reconstruction``) have only ``serving_default``: the input ->
+  ``reconstructions`` float32, the input's shape, in the input's units.
+  for the Regress API.
 
 ``assets.extra/`` holds ``tf_serving_warmup_requests`` (a TFRecord of ``PredictionLog``,
 replayed by the server at load time so the first request is not slow; one record per
@@ -44,7 +47,8 @@ import numpy as np
 
 from serving.config import CANARY, register_version
 
-TASKS = ("multiclass", "binary", "multilabel", "regression")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction")
+VALUE_OUTPUTS = {"regression": "predictions", "reconstruction": "reconstructions"}
 MAX_WARMUP_EXAMPLES = 100
 MODEL_CONFIG_NAME = "models.config"
 CLASSIFICATION_SIGNATURE = "classification"
@@ -230,7 +234,8 @@ def export_saved_model(
         base_path: the serving base folder (``--model_base_path`` is BASE/NAME).
         model_name: the served model's name.
         input_name: the name of the signature's single input tensor.
-        task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``.
+        task: ``multiclass``, ``binary``, ``multilabel``, ``regression`` or
+            ``reconstruction`` (an autoencoder: output shaped as the input).
         class_names: one label per class id, written to ``assets.extra/class_names.txt``
             and used as the ``classes`` of the classification signature (default: the ids).
         warmup_inputs: a few raw examples, shape ``(n, *input_shape)`` (e.g. validation
@@ -254,7 +259,9 @@ def export_saved_model(
     else:
         num_classes = output_width
     names = [str(n) for n in class_names] or [str(i) for i in range(num_classes)]
-    if task != "regression" and len(names) != num_classes:
+    if task in VALUE_OUTPUTS:
+        names = []
+    elif len(names) != num_classes:
         raise ValueError(
             f"Invalid value for `class_names`: received {len(names)} names; expected "
             f"{num_classes} (the model's classes)."
@@ -262,8 +269,8 @@ def export_saved_model(
 
     def serve(inputs):
         outputs = tf.cast(model(inputs, training=False), tf.float32)
-        if task == "regression":
-            return {"predictions": outputs}
+        if task in VALUE_OUTPUTS:
+            return {VALUE_OUTPUTS[task]: outputs}
         if task == "multiclass" or (task == "binary" and output_width > 1):
             class_ids = tf.argmax(outputs, axis=-1)  # softmax over the classes
         else:
@@ -298,7 +305,7 @@ def export_saved_model(
                 name=REGRESSION_SIGNATURE, fn=regress, input_signature=[example_spec]
             )
             example_signature = REGRESSION_SIGNATURE
-    else:
+    elif task != "reconstruction":
         archive.add_endpoint(
             name=CLASSIFICATION_SIGNATURE, fn=classify, input_signature=[example_spec]
         )
@@ -317,7 +324,7 @@ def export_saved_model(
             examples=warmup,
             example_signature=example_signature,
         )
-        if task != "regression":
+        if names:
             (extra / "class_names.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
         metadata = {
             "model_name": model_name,
@@ -327,9 +334,11 @@ def export_saved_model(
                 "dtype": spec.dtype.name,
                 "shape": [None if d is None else int(d) for d in spec.shape],
             },
-            "outputs": ["predictions"] if task == "regression" else ["class_ids", "probabilities"],
+            "outputs": (
+                [VALUE_OUTPUTS[task]] if task in VALUE_OUTPUTS else ["class_ids", "probabilities"]
+            ),
             "signatures": ["serving_default"] + ([example_signature] if example_signature else []),
-            "class_names": names if task != "regression" else [],
+            "class_names": names,
             "warmup_records": records,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tensorflow": tf.__version__,

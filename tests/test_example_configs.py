@@ -60,7 +60,7 @@ def test_example_runs_end_to_end(tmp_path, name):
     else:
         batch = tf.zeros([2, *spec.shape[1:]], spec.dtype)
     out = serve(**{input_name: batch})
-    values = out.get("probabilities", out.get("predictions"))
+    (values,) = [out[k] for k in ("probabilities", "predictions", "reconstructions") if k in out]
     assert values.dtype == tf.float32
     assert values.shape[0] == 2
     assert np.isfinite(values.numpy()).all()

@@ -20,7 +20,7 @@ import numpy as np
 
 from service.errors import UserError
 
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
+Task = Literal["multiclass", "binary", "multilabel", "regression", "reconstruction"]
 Kind = Literal["image", "tabular", "sequence", "text"]
 INPUT_NAMES = {"image": "image", "tabular": "features", "sequence": "sequence", "text": "text"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -35,8 +35,9 @@ class Dataset:
             ``(rows, H, W, C)``, tables ``(rows, features)``, sequences
             ``(rows, steps, channels)``), or ``(rows,)`` strings for text.
         y: ``(rows,)`` int class ids (classification), ``(rows, horizon)`` or
-            ``(rows,)`` float targets (regression), ``(rows, classes)`` 0/1 (multilabel).
-        task: what the labels mean.
+            ``(rows,)`` float targets (regression), ``(rows, classes)`` 0/1 (multilabel);
+            for ``reconstruction`` the source's labels, used only to stratify and colour.
+        task: what the model learns (`targets` are what it fits).
         kind: what the features are; picks preprocessing and the input name.
         class_names: one name per class id (empty for regression).
         source: human-readable description for the run record.
@@ -69,8 +70,15 @@ class Dataset:
         return len(self.class_names) or None
 
     @property
+    def targets(self) -> np.ndarray:
+        """What the model is fitted to: ``y``, or ``x`` itself for ``reconstruction``."""
+        return self.x if self.task == "reconstruction" else self.y
+
+    @property
     def output_size(self) -> int | None:
-        """Classes for classifiers, target width for regression."""
+        """Classes for classifiers, target width for regression, None for autoencoders."""
+        if self.task == "reconstruction":
+            return None
         if self.task == "regression":
             return int(self.y.shape[1]) if self.y.ndim == 2 else 1
         return self.num_classes
@@ -471,7 +479,15 @@ def load(cfg: Any) -> Dataset:
         data = load_tfrecord(cfg)
     else:  # pragma: no cover - the config Literal forbids it
         raise ValueError(source)
-    if (
+    if cfg.task == "reconstruction":
+        if data.kind != "image":
+            raise UserError(
+                f"Invalid value for `data.task`: received 'reconstruction'; source {source!r} "
+                f"has {data.kind} features; reconstruction needs images (digits, image_dir, "
+                "npz or tfrecord of shape (rows, height, width, channels))."
+            )
+        data = replace(data, task="reconstruction")
+    elif (
         cfg.task != "auto"
         and data.task != cfg.task
         and source in ("digits", "breast_cancer", "sunspots")

@@ -47,6 +47,7 @@ from service.reports.card import model_card
 from service.reports.cnn import feature_maps, first_layer_filters, grad_cam, grad_cam_heatmap
 from service.reports.curves import confusion_matrix, learning_curves
 from service.reports.projection import projection
+from service.reports.reconstruction import reconstructions
 
 __all__ = [
     "CARD_FILE",
@@ -60,6 +61,7 @@ __all__ = [
     "learning_curves",
     "model_card",
     "projection",
+    "reconstructions",
     "write_all",
 ]
 
@@ -116,7 +118,9 @@ def write_all(
         y_pred: model predictions on ``x_test``: class probabilities (N, C), class ids,
             or binary probabilities; regression values.
         class_names: class names by id; None uses the ids.
-        task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        task: ``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"`` or
+            ``"reconstruction"`` (adds ``reconstructions.png``; ``y_pred`` are the
+            reconstructions, ``y_test`` the data's labels, used to colour the projection).
         out_dir: folder for all files (created).
         card_info: `model_card` fields: ``name`` (default the model's name), ``data``,
             ``split``, ``metrics``, ``params`` (dicts, default empty) and
@@ -175,6 +179,8 @@ def write_all(
         ),
         ("projection.png", lambda p: projection(model, x, y_test, names, p, task=task)),
     ]
+    if task == "reconstruction":
+        jobs.insert(1, ("reconstructions.png", lambda p: reconstructions(x, y_pred, p)))
 
     written: list[Path] = []
     skipped: dict[str, str] = {}

@@ -10,7 +10,7 @@ import numpy as np
 from service.errors import check_choice, invalid_value
 
 DPI = 100
-TASKS = ("multiclass", "binary", "multilabel", "regression")
+TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction")
 CLASSIFICATION = ("multiclass", "binary")
 
 

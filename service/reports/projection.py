@@ -21,24 +21,37 @@ from service.reports._common import (
 from service.reports._graph import tap, walk_layers
 
 
-def penultimate_features(model: Any, x: Any, *, batch_size: int = 256) -> tuple[np.ndarray, str]:
+def penultimate_features(
+    model: Any, x: Any, *, batch_size: int = 256, code: bool = False
+) -> tuple[np.ndarray, str]:
     """The input of the model's last `Dense` layer for each row of ``x``.
+
+    With ``code`` (autoencoders), the output of the bottleneck instead: the last
+    layer whose name starts with ``latent`` (the zoo's ``conv_autoencoder``).
 
     Returns:
         ``(features, layer_name)``: features (N, D) float64 (anything after the batch
-        axis flattened) and the name of that last `Dense` layer.
+        axis flattened) and the name of that layer.
 
     Raises:
-        NotApplicable: the model has no `Dense` layer.
+        NotApplicable: the model has no `Dense` layer (no ``latent`` layer with ``code``).
     """
     import keras
 
-    dense = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Dense)]
-    if not dense:
-        raise NotApplicable("model has no Dense layer, so no penultimate features")
-    last = dense[-1]
-    taps = tap(model, [], inputs_of=[last])
-    pos = taps.position(last, "input")
+    if code:
+        latent = [layer for layer in walk_layers(model) if layer.name.startswith("latent")]
+        if not latent:
+            raise NotApplicable("model has no `latent*` bottleneck layer to project")
+        last = latent[-1]
+        taps = tap(model, [last])
+        pos = taps.position(last, "output")
+    else:
+        dense = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Dense)]
+        if not dense:
+            raise NotApplicable("model has no Dense layer, so no penultimate features")
+        last = dense[-1]
+        taps = tap(model, [], inputs_of=[last])
+        pos = taps.position(last, "input")
     # Text models take raw strings (their TextVectorization is inside the model).
     rows = (
         np.asarray(x).astype(str)
@@ -109,7 +122,9 @@ def projection(
     (tight, distinct clusters) and which classes overlap. Features are the input of
     the last `Dense` layer; PCA is unsupervised (shows the main variance), LDA uses
     the labels (the best linear class separation; fitted on the plotted rows, so it
-    is optimistic). Regression colours the PCA points by target value.
+    is optimistic). Regression colours the PCA points by target value. For
+    ``reconstruction`` (autoencoders) the features are the bottleneck code, coloured
+    (and LDA-projected) by the data's class labels when ``y`` holds class ids.
 
     Args:
         model: any model with a `Dense` layer (CNN, MLP, nested models allowed).
@@ -117,7 +132,8 @@ def projection(
         y: labels: class ids (N,) or one-hot for classification, values for regression.
         class_names: names for class ids (legend); None for regression.
         path: PNG file to write.
-        task: ``"multiclass"``, ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        task: ``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"`` or
+            ``"reconstruction"``.
         max_points: use at most this many rows (a fixed random subset).
 
     Returns:
@@ -137,9 +153,12 @@ def projection(
     if len(x) > max_points:
         keep = np.sort(np.random.default_rng(0).choice(len(x), max_points, replace=False))
         x, y = x[keep], y[keep]
-    feats, layer = penultimate_features(model, x)
+    code = task == "reconstruction"
+    feats, layer = penultimate_features(model, x, code=code)
 
     labels = class_ids(y) if task in CLASSIFICATION else None
+    if code and y.ndim == 1 and y.dtype.kind in "iu":
+        labels = y
     panels = 1 if labels is None else 2
     fig = new_figure(4.6 * panels + (0.0 if labels is None else 0.9), 4.2)
     axes = fig.subplots(1, panels, squeeze=False).ravel()
@@ -183,5 +202,6 @@ def projection(
             fig.legend(
                 *axes[0].get_legend_handles_labels(), loc="outside right center", fontsize="small"
             )
-    fig.suptitle(f"{len(feats)} rows, {feats.shape[1]} features at the input of {layer}")
+    where = "output" if code else "input"
+    fig.suptitle(f"{len(feats)} rows, {feats.shape[1]} features at the {where} of {layer}")
     return save(fig, path)

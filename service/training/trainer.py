@@ -15,6 +15,7 @@ DEFAULT_LOSS = {
     "binary": "sparse_categorical_crossentropy",
     "multilabel": "binary_crossentropy",
     "regression": "mean_squared_error",
+    "reconstruction": "mean_squared_error",
 }
 # Output activations each loss is meant for (the model's last layer).
 LOSS_ACTIVATIONS = {
@@ -117,7 +118,7 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
         base_lr=training.optimizer.learning_rate,
         total_steps=training.epochs * steps_per_epoch,
     )
-    metrics = ["accuracy"] if task != "regression" else ["mae"]
+    metrics = ["mae"] if task in ("regression", "reconstruction") else ["accuracy"]
     model.compile(
         optimizer=make_optimizer(training.optimizer, learning_rate=schedule),
         loss=loss,
