@@ -330,9 +330,10 @@ class Tracker:
     def epoch_callback(self, journal: Path | None = None):
         """A Keras callback logging each epoch's logs as metrics (step = epoch).
 
-        The epoch's `log_batch` runs in the background while the next callbacks (the
-        backup) and the next epoch proceed; it is awaited at the start of the next
-        epoch, so at most one epoch is in flight. Each epoch is first appended to the
+        The epoch's `log_batch` runs in the background (MLflow's async queue, in
+        order) while the next callbacks (the backup) and the next epochs proceed: a slow
+        or busy tracking server never stalls training. Calls are awaited when training
+        ends (and by `flush` / `end`). Each epoch is first appended to the
         local ``journal`` (JSON lines), before the backup is written: when a killed
         run resumes, epochs in the journal that never reached MLflow are logged then,
         and epochs MLflow already has are skipped. No step is lost or duplicated.
@@ -357,9 +358,6 @@ class Tracker:
                 journal.unlink(missing_ok=True)
 
         class _EpochMetrics(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                tracker.flush()
-
             def on_epoch_end(self, epoch, logs=None):
                 if epoch in done:
                     return
