@@ -203,11 +203,18 @@ class Pipeline:
         if tracker is not None:
             self._log_start(config_path, data, parts)
             callbacks.append(tracker.epoch_callback(journal=cfg.run_dir / "epochs.jsonl"))
-        if cfg.tuning is not None:
-            cfg = self.cfg = self._tune(data, parts)
-        trained = steps.train(
-            cfg, data, parts, runtime=runtime, callbacks=callbacks, backup_dir=self.state.backup_dir
-        )
+        if cfg.tuning is not None and cfg.tuning.enabled:
+            trained = self._tune(data, parts, callbacks)
+            cfg = self.cfg
+        else:
+            trained = steps.train(
+                cfg,
+                data,
+                parts,
+                runtime=runtime,
+                callbacks=callbacks,
+                backup_dir=self.state.backup_dir,
+            )
         evaluated = steps.evaluate(cfg, data, parts, trained)
         metrics = {**evaluated.metrics, "best_epoch": float(trained.best_epoch)}
         if tracker is not None:
@@ -276,14 +283,85 @@ class Pipeline:
             "split.json",
         )
 
-    def _tune(self, data: Any, parts: steps.SplitResult) -> RunConfig:
-        """Search on this run's split (fit on train, score on validation); the best config."""
+    def _tune(self, data: Any, parts: steps.SplitResult, callbacks: list) -> steps.Trained:
+        """Search on this run's split, then the run's model as `tuning.final` says.
+
+        Trials fit on train and are scored on validation (or on k folds of both); the
+        test split is left for the one evaluation after this. ``self.cfg`` becomes the
+        configuration the returned model was trained with. The parent run is tagged
+        ``kts.tuning.final`` (the choice made), ``kts.tuning.final_epochs`` and
+        ``kts.tuning.final_rows``, and gets that configuration as
+        ``tuning/final_config.yaml``.
+        """
+        import numpy as np
+
         from tuning.search import run_search
+        from tuning.space import apply
 
         result = run_search(
             self.cfg, data, parts.split, build_model=steps.build_model, tracker=self.tracker
         )
-        return result.config
+        cfg = result.config
+        assert cfg.tuning is not None
+        final = cfg.tuning.final if result.best_trial_id is not None else "retrain"
+        tags: dict[str, Any] = {"kts.tuning.final": final}
+        if result.best_trial_id is None:
+            tags["kts.tuning.final_note"] = "no trial completed: trained the configured values"
+        train = dict(runtime=self.runtime, callbacks=callbacks, backup_dir=self.state.backup_dir)
+        if final == "best_weights":
+            trained = self._best_trial_model(result)
+            tags.update(
+                {
+                    "kts.tuning.final_epochs": trained.epochs_run,
+                    "kts.tuning.final_rows": "train",
+                }
+            )
+        elif final == "retrain_train_val":
+            # No held-out rows are left to stop on: train as long as the best trial
+            # needed to reach its best epoch (result.best_epochs), no early stopping.
+            epochs = int(result.best_epochs or cfg.training.epochs)
+            cfg = apply(cfg, {"training.epochs": epochs, "training.early_stopping.enabled": False})
+            rows = np.sort(np.concatenate([parts.split.train, parts.split.validation]))
+            trained = steps.train(cfg, data, parts, fit_rows=rows, **train)
+            tags.update(
+                {
+                    "kts.tuning.final_epochs": epochs,
+                    "kts.tuning.final_epochs_from": f"trial {result.best_trial_id} best epoch",
+                    "kts.tuning.final_rows": "train+validation",
+                }
+            )
+        else:
+            trained = steps.train(cfg, data, parts, **train)
+            tags.update(
+                {"kts.tuning.final_epochs": trained.epochs_run, "kts.tuning.final_rows": "train"}
+            )
+        self.cfg = cfg
+        if self.tracker is not None:
+            self.tracker.set_tags(tags)
+            self.tracker.log_dict(cfg.to_dict(), "tuning/final_config.yaml")
+        return trained
+
+    def _best_trial_model(self, result: Any) -> steps.Trained:
+        """`tuning.final: best_weights`: the best trial's checkpoint and its learning curves.
+
+        The trial's epochs are also logged on the parent run (step = epoch), as a
+        fitted run's would be.
+        """
+        cfg = self.cfg
+        assert cfg.tuning is not None
+        history = result.best_history or {}
+        objective = cfg.tuning.objective
+        curve = history.get(objective.metric) or history.get("loss") or [0.0]
+        pick = max if objective.direction == "max" else min
+        best = curve.index(pick(curve)) if objective.metric in history else len(curve) - 1
+        if self.tracker is not None:
+            for epoch in range(max((len(v) for v in history.values()), default=0)):
+                logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
+                self.tracker.log_metrics(logs, step=epoch)
+        model = result.best_model
+        return steps.Trained(
+            model, history, int(result.best_epochs or len(curve)), best, str(model.loss)
+        )
 
     def _reports(self, data: Any, parts: Any, trained: Any, evaluated: Any, metrics: dict) -> None:
         """Pictures and the model card, written under the run folder and logged."""

@@ -182,11 +182,20 @@ def train(
     runtime: Any,
     callbacks: list,
     backup_dir: Path | None = None,
+    fit_rows: np.ndarray | None = None,
 ) -> Trained:
-    """Build the configured model (preprocessing fitted on train only) and fit it."""
+    """Build the configured model (preprocessing fitted on train only) and fit it.
+
+    With ``fit_rows`` (train + validation, after a search) the model and its
+    preprocessing are fitted on those rows for exactly `training.epochs` epochs,
+    with no validation data (early stopping must then be off); its best epoch is
+    the last.
+    """
     from service.training import trainer
 
     tr, va = parts.split.train, parts.split.validation
+    if fit_rows is not None:
+        tr, va = fit_rows, None
     bs = cfg.training.batch_size
     steps_per_epoch = max(1, math.ceil(len(tr) / bs))
     runtime.reseed()
@@ -200,8 +209,12 @@ def train(
     train_ds = trainer.make_dataset(
         data.x[tr], targets[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=one_hot
     )
-    val_ds = trainer.make_dataset(
-        data.x[va], targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=one_hot
+    val_ds = (
+        trainer.make_dataset(
+            data.x[va], targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=one_hot
+        )
+        if va is not None
+        else None
     )
     weights = (
         trainer.class_weights(cfg.training, data.y[tr], data.class_names)
@@ -229,6 +242,8 @@ def train(
     monitor = cfg.training.early_stopping.monitor
     curve = hist.get(monitor, hist["loss"])
     best = int(np.argmax(curve) if "acc" in monitor or "auc" in monitor else np.argmin(curve))
+    if va is None:
+        best = len(hist["loss"]) - 1  # no held-out data: the last epoch is the model
     return Trained(
         model, hist, first_epoch + len(hist["loss"]), first_epoch + best, loss, first_epoch
     )

@@ -362,13 +362,31 @@ class TuningConfig(Section):
     """A Keras-Tuner search over `space` before the final training.
 
     Trials fit on the train split and are scored on the validation split (the test
-    split is never seen). `epochs` (default `training.epochs`) bounds each trial
-    (and is Hyperband's ``max_epochs``); with `early_stopping` the training section's
-    early stopping also applies inside trials.
+    split is never seen). `epochs` (default, and at most, `training.epochs`) bounds
+    each trial (and is Hyperband's ``max_epochs``); with `early_stopping` the training
+    section's early stopping also applies inside trials. `enabled: false` skips the
+    search (``--set tuning.enabled=false`` trains the configured values as they are).
+
+    `kfold` (K >= 2): each trial fits K times on the folds of train + validation
+    (stratified when `data.split.stratify` is) and scores the mean of the K folds'
+    best `objective` values.
+
+    `final` is what becomes the run's model after the search (the test split is
+    still evaluated once, after it):
+
+    - ``retrain_train_val`` (default): fit the best configuration from scratch on
+      train + validation for the best trial's best epoch count (its best epoch by
+      `objective`, counted from epoch 1; the mean over folds with `kfold`), with no
+      early stopping, as there is no held-out data left to stop on.
+    - ``retrain``: fit the best configuration on train, early stopping on validation,
+      as a run without tuning would.
+    - ``best_weights``: no further fitting: the best trial's checkpoint (its best
+      epoch) is the model; the run's learning curves are that trial's.
     """
 
+    enabled: bool = True
     tuner: Literal["random", "grid", "bayesian", "hyperband"] = "random"
-    space: dict[str, ParamSpec] = Field(min_length=1)
+    space: dict[str, ParamSpec] = Field(default_factory=dict)
     objective: ObjectiveConfig = ObjectiveConfig()
     max_trials: int = Field(10, ge=1, le=100_000)
     executions_per_trial: int = Field(1, ge=1, le=100)
@@ -377,6 +395,29 @@ class TuningConfig(Section):
     early_stopping: bool = True
     hyperband_factor: int = Field(3, ge=2)
     max_consecutive_failed_trials: int = Field(3, ge=1)
+    kfold: int | None = Field(None, ge=2, le=100)
+    final: Literal["retrain_train_val", "retrain", "best_weights"] = "retrain_train_val"
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TuningConfig:
+        if self.enabled and not self.space:
+            raise UserError(
+                "Invalid value for `tuning.space`: received {}; expected at least one "
+                "key to search (or tuning.enabled: false)."
+            )
+        if self.kfold is not None and self.tuner == "hyperband":
+            raise UserError(
+                f"Invalid value for `tuning.kfold`: received {self.kfold} with tuner "
+                "'hyperband'; expected null (Hyperband continues a trial from the weights "
+                "of the one it promotes, and a k-fold trial has K models), or another tuner."
+            )
+        if self.kfold is not None and self.final == "best_weights":
+            raise UserError(
+                f"Invalid value for `tuning.final`: received 'best_weights' with "
+                f"tuning.kfold {self.kfold}; expected 'retrain_train_val' or 'retrain' "
+                "(a k-fold trial has one model per fold, none fitted on the run's split)."
+            )
+        return self
 
     @model_validator(mode="after")
     def _parents(self) -> TuningConfig:

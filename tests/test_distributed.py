@@ -39,6 +39,8 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(tmp_path):
             "--set",
             "training.distribution=multi_worker",
             "--set",
+            "tuning.enabled=false",
+            "--set",
             "training.epochs=2",
             "--set",
             "model.filters=[8]",

@@ -12,6 +12,7 @@ from service.data.split import stratified_split
 from tests.helpers import CONFIGS, kts
 
 DEFAULT = CONFIGS / "digits_cnn.yaml"
+NO_SEARCH = ["--set", "tuning.enabled=false"]  # the spine itself; tests/test_tuning.py searches
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,15 @@ def test_kts_run_tracks_and_exports(tmp_path, digits, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     result = kts(
-        ["run", str(DEFAULT), "--set", "training.epochs=3", "--output-json", "out.json"],
+        [
+            "run",
+            str(DEFAULT),
+            *NO_SEARCH,
+            "--set",
+            "training.epochs=3",
+            "--output-json",
+            "out.json",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -101,7 +110,15 @@ def test_kts_run_tracks_and_exports(tmp_path, digits, monkeypatch):
 
     # A second run (gate off) gets the next version and a second MLflow run.
     again = kts(
-        ["run", str(DEFAULT), "--set", "training.epochs=1", "--set", "bless.enabled=false"],
+        [
+            "run",
+            str(DEFAULT),
+            *NO_SEARCH,
+            "--set",
+            "training.epochs=1",
+            "--set",
+            "bless.enabled=false",
+        ],
         cwd=tmp_path,
     )
     assert again.returncode == 0, again.stderr[-3000:]

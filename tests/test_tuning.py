@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -157,6 +158,7 @@ def test_each_tuner_runs_a_tiny_search(tmp_path, tuner, keras_seed):
     }
     data = _config(tmp_path, space=space, tuner=tuner, max_trials=2, epochs=2)
     data["model"] = {"type": "mlp", "units": [8]}
+    data["training"]["epochs"] = 2  # trials run at most training.epochs
     data["tuning"]["hyperband_factor"] = 2
     data["work_dir"] = str(tmp_path / "runs")
     data["data"]["split"] = {"train": 0.5, "validation": 0.25, "test": 0.25}
@@ -367,3 +369,331 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, keras_seed
     assert "score" not in failed.data.metrics
     assert by_value["constant"].info.status == "FINISHED"
     assert "score" in by_value["constant"].data.metrics
+
+
+# ------------------------------------------------- new options: validation
+@pytest.mark.parametrize(
+    ("tuning", "needles"),
+    [
+        ({"final": "retrain_all"}, ["`tuning.final`", "'retrain_all'", "best_weights"]),
+        ({"kfold": 1}, ["`tuning.kfold`", "received 1", "greater than or equal to 2"]),
+        ({"kfold": 3, "tuner": "hyperband"}, ["`tuning.kfold`", "received 3", "hyperband"]),
+        (
+            {"kfold": 3, "final": "best_weights"},
+            ["`tuning.final`", "'best_weights'", "retrain_train_val"],
+        ),
+        ({"enabled": "sometimes"}, ["`tuning.enabled`", "'sometimes'"]),
+        ({"space": {}}, ["`tuning.space`", "received {}", "tuning.enabled: false"]),
+    ],
+)
+def test_invalid_tuning_options_are_one_line_user_errors(tmp_path, tuning, needles):
+    data = _config(tmp_path)
+    data["tuning"].update(tuning)
+    result = kts(["validate", str(_write(tmp_path, data))], cwd=tmp_path, timeout=120)
+    assert_user_error(result, *needles)
+
+
+def test_tuning_can_be_switched_off_from_the_command_line(tmp_path):
+    from service.config import load_config
+
+    path = _write(tmp_path, _config(tmp_path))
+    assert load_config(path, ["tuning.enabled=false"]).tuning.enabled is False
+    # A config without a tuning section accepts the switch too (no space needed).
+    plain = _config(tmp_path)
+    del plain["tuning"]
+    path = _write(tmp_path, plain)
+    assert load_config(path, ["tuning.enabled=false"]).tuning.enabled is False
+
+
+def test_kfold_refuses_time_ordered_data(tmp_path):
+    from pipelines import steps
+    from service.config import validate
+    from service.errors import UserError
+    from tuning.search import folds
+
+    data = _config(tmp_path, kfold=3)
+    data["data"] = {"source": "breast_cancer", "split": {"ordered": True}}
+    data["model"] = {"type": "mlp", "units": [8]}
+    data["tuning"]["space"] = {"model.dropout": {"type": "float", "min": 0.0, "max": 0.5}}
+    cfg = validate(data)
+    dataset = steps.ingest(cfg)
+    with pytest.raises(UserError, match=r"`tuning\.kfold`: received 3 for time-ordered data"):
+        folds(cfg, dataset, steps.split(cfg, dataset).split)
+
+
+# ----------------------------------------------- k-fold, Hyperband, picture
+def _mlp_search(tmp_path: Path, mlflow_uri: str, experiment: str, **tuning):
+    """A tiny tracked search on digits with an MLP; returns (result, tracker, cfg)."""
+    from pipelines import steps
+    from service.config import validate
+    from service.tracking import Tracker
+    from tuning.search import run_search
+
+    space = {
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.5},
+        "training.optimizer.learning_rate": {
+            "type": "float",
+            "min": 0.001,
+            "max": 0.03,
+            "sampling": "log",
+        },
+        "model.units": {"type": "choice", "values": [[8], [16]]},
+    }
+    data = _config(tmp_path, space=space, **tuning)
+    data["model"] = {"type": "mlp", "units": [8]}
+    data["training"]["epochs"] = tuning.get("epochs", 1)
+    data["work_dir"] = str(tmp_path / "runs")
+    data["tracking"]["uri"] = mlflow_uri
+    cfg = validate(data)
+    dataset = steps.ingest(cfg)
+    parts = steps.split(cfg, dataset)
+    tracker = Tracker.start(
+        uri=mlflow_uri, experiment=experiment, run_name=None, required=True, fallback_dir=tmp_path
+    )
+    result = run_search(cfg, dataset, parts.split, build_model=steps.build_model, tracker=tracker)
+    tracker.end()
+    return result, tracker, (dataset, parts)
+
+
+def _children(tracker) -> list:
+    client = tracker.client
+    exp_id = client.get_run(tracker.run_id).info.experiment_id
+    return client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{tracker.run_id}'"
+    )
+
+
+def test_kfold_records_one_score_per_fold(tmp_path, mlflow_server, keras_seed):
+    from service.data.split import kfold
+
+    result, tracker, (dataset, parts) = _mlp_search(
+        tmp_path, mlflow_server, "kfold", kfold=3, max_trials=1, epochs=1
+    )
+    children = _children(tracker)
+    assert len(children) == 1
+    assert {r["status"] for r in result.trials} == {"COMPLETED"}
+    for child in children:
+        history = tracker.client.get_metric_history(child.info.run_id, "fold_score")
+        assert sorted(m.step for m in history) == [0, 1, 2]
+        scores = [m.value for m in sorted(history, key=lambda m: m.step)]
+        # The trial's score (what the tuner ranks by) is the mean over the folds.
+        assert child.data.metrics["score"] == pytest.approx(np.mean(scores), abs=1e-6)
+        for fold in range(3):
+            epochs = tracker.client.get_metric_history(child.info.run_id, f"fold{fold}_loss")
+            assert [m.step for m in epochs] == [0]
+    # The folds cover train + validation (never test), stratified like the split.
+    rows = np.sort(np.concatenate([parts.split.train, parts.split.validation]))
+    folds = kfold(dataset.y, rows, k=3, seed=7, stratify=True)
+    scored = np.sort(np.concatenate([score for _, score in folds]))
+    np.testing.assert_array_equal(scored, rows)
+    assert not set(parts.split.test) & set(scored)
+    assert result.best_epochs == 1
+
+
+def test_hyperband_marks_trials_it_did_not_promote_as_pruned(tmp_path, mlflow_server, keras_seed):
+    from PIL import Image
+
+    # max_epochs 2, factor 2: bracket 1 runs two 1-epoch trials and continues the
+    # better one for a second epoch; bracket 0 runs two 2-epoch trials.
+    result, tracker, _ = _mlp_search(
+        tmp_path, mlflow_server, "hyperband", tuner="hyperband", epochs=2, hyperband_factor=2
+    )
+    trial_json = {
+        p.parent.name.removeprefix("trial_"): json.loads(p.read_text())
+        for p in Path(result.directory).glob("search-*/trial_*/trial.json")
+    }
+    hp = {tid: t["hyperparameters"]["values"] for tid, t in trial_json.items()}
+    promoted = {v.get("tuner/trial_id") for v in hp.values()}
+    expected_pruned = {
+        tid
+        for tid, v in hp.items()
+        if v["tuner/round"] < v["tuner/bracket"] and tid not in promoted
+    }
+    assert len(expected_pruned) == 1, hp
+    statuses = {
+        c.data.tags["kts.trial_id"]: c.data.tags["kts.trial_status"] for c in _children(tracker)
+    }
+    assert {t for t, s in statuses.items() if s == "PRUNED"} == expected_pruned
+    assert set(statuses.values()) == {"PRUNED", "COMPLETED"}
+    assert {r["trial_id"] for r in result.trials if r["status"] == "PRUNED"} == expected_pruned
+    # The best trial's epoch count includes the round it was continued from.
+    best = hp[result.best_trial_id]
+    if "tuner/trial_id" in best:
+        assert result.best_epochs >= 2
+
+    # The parent run's picture of the score against each hyper-parameter.
+    client = tracker.client
+    png = client.download_artifacts(tracker.run_id, "tuning/scores.png", str(tmp_path))
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        assert image.width >= 600
+        assert image.height >= 250
+        pixels = np.asarray(image.convert("RGB"), dtype="float64")
+    assert pixels.std() > 10  # not a blank canvas
+    red = (pixels[..., 0] > 180) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
+    assert red.sum() > 20  # the best trial's star is drawn
+    table = client.download_artifacts(tracker.run_id, "tuning/trials.csv", str(tmp_path))
+    lines = Path(table).read_text().strip().splitlines()
+    assert lines[0].startswith("trial_id,status,score,epochs,")
+    assert sum(",PRUNED," in line for line in lines) == 1
+
+
+def test_search_picture_without_any_scored_trial_still_draws(tmp_path):
+    from PIL import Image
+
+    from service.reports.search import score_vs_hyperparameters
+
+    rows = [
+        {"trial_id": "00", "status": "FAILED", "score": None, "values": {"model.dropout": 0.1}},
+    ]
+    path = score_vs_hyperparameters(
+        rows, keys=["model.dropout"], objective="val_accuracy", path=tmp_path / "s.png"
+    )
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"), dtype="float64")
+    assert pixels.std() > 5
+
+
+# ------------------------------------------------ the model after the search
+@pytest.mark.parametrize("final", ["retrain_train_val", "best_weights", "retrain"])
+def test_the_run_model_after_the_search(tmp_path, final, mlflow_server, keras_seed):
+    import tensorflow as tf
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import steps
+    from pipelines.runner import run
+    from service.config import validate
+
+    space = {"model.dropout": {"type": "choice", "values": [0.0, 0.3]}}
+    data = _config(tmp_path, space=space, max_trials=2, final=final)
+    data["name"] = f"final_{final}"
+    data["model"] = {"type": "mlp", "units": [16]}
+    data["training"]["epochs"] = 3
+    data["work_dir"] = str(tmp_path / "runs")
+    data["tracking"]["reports"] = final == "best_weights"  # curves from the trial's history
+    data["tracking"]["uri"] = mlflow_server
+    cfg = validate(data)
+    summary = run(cfg)
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    parent = client.get_run(summary.run_id)
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["kts.tuning.final"] == final
+    assert "test_accuracy" in summary.metrics
+    loss_steps = [m.step for m in client.get_metric_history(parent.info.run_id, "loss")]
+    val_steps = [m.step for m in client.get_metric_history(parent.info.run_id, "val_loss")]
+    best = int(tags["kts.tuning.best_epochs"])
+    assert 1 <= best <= 3
+    serve = tf.saved_model.load(summary.export["path"]).signatures["serving_default"]
+    dataset = steps.ingest(cfg)
+    split = steps.split(cfg, dataset).split
+
+    def accuracy(rows) -> float:
+        out = serve(image=tf.constant(dataset.x[rows]))["class_ids"].numpy()
+        return float((out == dataset.y[rows]).mean())
+
+    assert accuracy(split.test) == pytest.approx(summary.metrics["test_accuracy"], abs=1e-9)
+    if final == "retrain_train_val":
+        # Fitted on train + validation for the best trial's epoch count: no
+        # validation curve, exactly that many epochs, no early stopping.
+        assert tags["kts.tuning.final_rows"] == "train+validation"
+        assert int(tags["kts.tuning.final_epochs"]) == best == summary.epochs_run
+        assert sorted(loss_steps) == list(range(best))
+        assert val_steps == []
+    elif final == "best_weights":
+        # No fitting: the exported model is the best trial's checkpoint, so it scores
+        # the trial's best validation accuracy again, and the curves are the trial's.
+        assert accuracy(split.validation) == pytest.approx(
+            float(tags["kts.tuning.best_score"]), abs=1e-6
+        )
+        child = client.get_run(
+            next(
+                c.info.run_id
+                for c in _children_of(client, parent)
+                if c.data.tags["kts.trial_id"] == tags["kts.tuning.best_trial"]
+            )
+        )
+        assert metrics["val_loss"] == pytest.approx(child.data.metrics["val_loss"])
+        assert sorted(val_steps) == list(range(3))
+        assert (cfg.run_dir / "reports" / "learning_curves.png").is_file()
+    else:
+        assert tags["kts.tuning.final_rows"] == "train"
+        assert sorted(val_steps) == sorted(loss_steps) == list(range(summary.epochs_run))
+    assert "tuning/final_config.yaml" in {
+        a.path for a in client.list_artifacts(parent.info.run_id, "tuning")
+    }
+
+
+def _children_of(client, parent) -> list:
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+
+
+# ------------------------------------------------------------------ memory
+def _rss_mib() -> float:
+    """This process's resident set size (``VmRSS`` of /proc/self/status), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.slow
+def test_many_trials_in_one_process_do_not_grow_memory(tmp_path, mlflow_server, keras_seed):
+    """25 one-epoch MLP trials, tracked, in this process: RSS stays flat after warm-up.
+
+    Every trial traces new train/test functions; TensorFlow keeps each trace (and
+    the model) alive in its gradient registry unless the tuner releases it, which
+    grew this search by ~5 MiB per trial.
+    """
+    import gc
+
+    from pipelines import steps
+    from service.config import validate
+    from service.tracking import Tracker
+    from tuning.search import make_hypermodel, make_tuner, search_id
+    from tuning.tracking import TrialTracker
+
+    trials = 25
+    data = _config(tmp_path, max_trials=trials, epochs=1)
+    data["name"] = "memory"
+    data["data"] = {"source": "breast_cancer"}
+    data["model"] = {"type": "mlp", "units": [8]}
+    data["work_dir"] = str(tmp_path / "runs")
+    data["tuning"]["space"] = {
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.5},
+        "model.units": {"type": "choice", "values": [[8], [16], [8, 8]]},
+        "training.optimizer.learning_rate": {
+            "type": "float",
+            "min": 1e-4,
+            "max": 0.1,
+            "sampling": "log",
+        },
+    }
+    cfg = validate(data)
+    dataset = steps.ingest(cfg)
+    parts = steps.split(cfg, dataset)
+    parent = Tracker.start(
+        uri=mlflow_server, experiment="memory", run_name=None, required=True, fallback_dir=tmp_path
+    )
+    hypermodel = make_hypermodel(cfg, dataset, parts.split, steps.build_model)
+    tuner = make_tuner(cfg, hypermodel, TrialTracker(parent, search_id(cfg)))
+    rss: list[float] = []
+    end_trial = tuner.on_trial_end
+
+    def measured(trial) -> None:  # the tuner's own end of trial, then a reading
+        end_trial(trial)
+        gc.collect()
+        rss.append(_rss_mib())
+
+    tuner.on_trial_end = measured
+    tuner.search(epochs=1, verbose=0)
+    parent.end()
+
+    assert len(rss) == trials
+    assert all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    # Trials 1-5 warm up TensorFlow's caches; from then on nothing may accumulate.
+    growth = max(rss[5:]) - rss[4]
+    assert growth < 32, [round(v) for v in rss]

@@ -4,7 +4,9 @@ Space, algorithm and execution stay apart (keras-tuner's own split): `tuning.spa
 declares the hyper-parameters (`tuning.space`), `make_tuner` picks the oracle
 (random, grid, bayesian, hyperband) and the HyperModel builds and fits one trial
 from the run's own model builder and trainer, on the run's one split: trials fit on
-train and are scored on validation; test is never touched here.
+train and are scored on validation; test is never touched here. With
+`tuning.kfold` each trial instead fits once per fold of train + validation and
+scores the folds' mean.
 
 Tuner state lives in ``runs/<name>/tuning/search-<id>/`` (``id`` hashes everything
 that decides the search) and is reloaded (``overwrite=False``), so a killed search
@@ -19,7 +21,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,20 @@ from tuning.tracking import TrialTracker, log_summary
 BuildFn = Callable[[RunConfig, Any, Any], Any]  # (cfg, dataset, train_rows) -> keras.Model
 
 
+HISTORY_FILE = "kts_history.json"  # per trial dir: the Keras logs of each fit of the trial
+
+
 @dataclass
 class SearchResult:
-    """What a search found: the best trial's config and the table of all trials."""
+    """What a search found: the best trial's config and the table of all trials.
+
+    ``best_epochs`` is how many epochs of training are behind the best trial's best
+    checkpoint (1-based; for a Hyperband trial continued from an earlier round, the
+    earlier trials' epochs included; with k-fold, Keras-Tuner's mean over the folds,
+    rounded down). ``best_model`` (the best trial's checkpoint, compiled) and
+    ``best_history`` (that trial's per-epoch logs) are filled when `tuning.final`
+    is ``best_weights``.
+    """
 
     config: RunConfig
     best_values: dict[str, Any]
@@ -41,6 +54,9 @@ class SearchResult:
     best_trial_id: str | None
     trials: list[dict[str, Any]] = field(default_factory=list)
     directory: str = ""
+    best_epochs: int | None = None
+    best_history: dict[str, list[float]] | None = None
+    best_model: Any = None
 
 
 def search_id(cfg: RunConfig) -> str:
@@ -56,8 +72,36 @@ def search_dir(cfg: RunConfig) -> Path:
 
 
 def trial_epochs(cfg: RunConfig) -> int:
+    """Epochs of one trial: `tuning.epochs`, at most (and by default) `training.epochs`."""
     assert cfg.tuning is not None
-    return cfg.tuning.epochs or cfg.training.epochs
+    return min(cfg.tuning.epochs or cfg.training.epochs, cfg.training.epochs)
+
+
+def folds(cfg: RunConfig, data: Any, split: Any) -> list[tuple[Any, Any]] | None:
+    """The (fit rows, score rows) of `tuning.kfold` over train + validation, or None.
+
+    Stratified when the split is (classification with `data.split.stratify`). Data
+    cut in time order or by group cannot be shuffled into folds: a `UserError`.
+    """
+    import numpy as np
+
+    from service.data.split import kfold
+    from service.errors import UserError
+
+    assert cfg.tuning is not None
+    k = cfg.tuning.kfold
+    if k is None:
+        return None
+    ordered = cfg.data.split.ordered if cfg.data.split.ordered is not None else data.ordered
+    if ordered or data.groups is not None:
+        kind = "time-ordered" if ordered else "grouped (data.group)"
+        raise UserError(
+            f"Invalid value for `tuning.kfold`: received {k} for {kind} data; expected null "
+            "(shuffled folds would mix the past with the future or split a group)."
+        )
+    rows = np.sort(np.concatenate([split.train, split.validation]))
+    stratify = cfg.data.split.stratify and data.task in ("multiclass", "binary")
+    return kfold(data.y, rows, k=k, seed=cfg.seed, stratify=stratify)
 
 
 def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn) -> Any:
@@ -80,10 +124,16 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
         return data.num_classes if trial_cfg.training.loss == "categorical_crossentropy" else None
 
     class RunConfigHyperModel(keras_tuner.HyperModel):
+        """Builds and fits one trial on ``rows`` (fit, score): the split's train and
+        validation, or one k-fold fold while the tuner runs that fold."""
+
+        rows: tuple[Any, Any] = (tr, va)
+
         def build(self, hp: Any) -> Any:
             trial_cfg = trial_config(hp)
-            model = build_model(trial_cfg, data, tr)
-            steps = max(1, math.ceil(len(tr) / trial_cfg.training.batch_size))
+            fit_rows = self.rows[0]
+            model = build_model(trial_cfg, data, fit_rows)
+            steps = max(1, math.ceil(len(fit_rows) / trial_cfg.training.batch_size))
             trainer.compile_model(model, trial_cfg.training, data.task, steps_per_epoch=steps)
             return model
 
@@ -91,11 +141,12 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
             trial_cfg = trial_config(hp)
             bs = trial_cfg.training.batch_size
             hot = one_hot(trial_cfg)
+            tr, va = self.rows
             train_ds = trainer.make_dataset(
-                data.x[tr], data.y[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=hot
+                data.x[tr], data.targets[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=hot
             )
             val_ds = trainer.make_dataset(
-                data.x[va], data.y[va], batch_size=bs, shuffle=False, seed=0, one_hot=hot
+                data.x[va], data.targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=hot
             )
             callbacks = list(kwargs.pop("callbacks", []))
             if cfg.tuning is not None and cfg.tuning.early_stopping:
@@ -119,9 +170,40 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
     return RunConfigHyperModel()
 
 
-def _tracked(base: type, cfg: RunConfig, trials: TrialTracker | None) -> type:
-    """``base`` (a Keras-Tuner tuner class) that logs each trial as an MLflow child run."""
+def _best_value(history: Any, metric: str, direction: str) -> float | None:
+    values = [float(v) for v in history.history.get(metric, [])]
+    if not values:
+        return None
+    return max(values) if direction == "max" else min(values)
+
+
+def _save_histories(path: Path, results: Any, initial_epoch: int) -> None:
+    """Write each fit's per-epoch logs of one trial (for `best_weights`' learning curves)."""
+    histories = results if isinstance(results, list) else [results]
+    logs = [
+        {k: [float(v) for v in vals] for k, vals in h.history.items()}
+        for h in histories
+        if hasattr(h, "history")
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"initial_epoch": initial_epoch, "histories": logs}))
+    tmp.replace(path)
+
+
+def _tracked(
+    base: type, cfg: RunConfig, trials: TrialTracker | None, fold_rows: list | None
+) -> type:
+    """``base`` (a Keras-Tuner tuner class) that logs each trial as an MLflow child run.
+
+    With ``fold_rows`` (k-fold) a trial fits once per fold (times
+    `executions_per_trial`); Keras-Tuner averages the fits' best-epoch logs, so the
+    trial's score is the mean over folds. Each fold's score is logged on the trial's
+    child run as ``fold_score`` (step = fold index) and its epochs as
+    ``fold<i>_<metric>``.
+    """
     import keras
+
+    from service.training import runtime
 
     assert cfg.tuning is not None
     space = cfg.tuning.space
@@ -129,6 +211,7 @@ def _tracked(base: type, cfg: RunConfig, trials: TrialTracker | None) -> type:
 
     class Tracked(base):  # type: ignore[misc, valid-type]
         _child: Any = None
+        _gradients: frozenset[str] = frozenset()
 
         def _populate_initial_space(self) -> None:
             # Declaring the space is enough (the default builds whole models to find
@@ -139,7 +222,10 @@ def _tracked(base: type, cfg: RunConfig, trials: TrialTracker | None) -> type:
 
         def on_trial_begin(self, trial: Any) -> None:
             super().on_trial_begin(trial)
-            keras.backend.clear_session()
+            self._gradients = runtime.traced_gradients()
+            # No garbage collection here: Keras-Tuner collects before every build,
+            # and a full collection costs ~0.5 s with TensorFlow's heap.
+            keras.backend.clear_session(free_memory=False)
             keras.utils.set_random_seed(cfg.seed)  # every trial starts from the same seed
             self._child = None
             if trials is not None:
@@ -147,9 +233,49 @@ def _tracked(base: type, cfg: RunConfig, trials: TrialTracker | None) -> type:
                 self._child = trials.start(trial.trial_id, values)
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-            if self._child is not None:
-                kwargs["callbacks"] = [*kwargs.get("callbacks", []), self._child.epoch_callback()]
-            return super().run_trial(trial, *args, **kwargs)
+            values = trial.hyperparameters.values
+            if fold_rows is not None:
+                results = self._run_folds(trial, *args, **kwargs)
+            else:
+                if self._child is not None:
+                    kwargs["callbacks"] = [
+                        *kwargs.get("callbacks", []),
+                        self._child.epoch_callback(),
+                    ]
+                results = super().run_trial(trial, *args, **kwargs)
+            start = int(values.get("tuner/initial_epoch", 0))
+            _save_histories(Path(self.get_trial_dir(trial.trial_id), HISTORY_FILE), results, start)
+            return results
+
+        def _run_folds(self, trial: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            assert fold_rows is not None
+            hp = trial.hyperparameters
+            callbacks = list(kwargs.pop("callbacks", []))
+            histories = []
+            default_rows = self.hypermodel.rows
+            try:
+                for index, rows in enumerate(fold_rows):
+                    self.hypermodel.rows = rows
+                    scores = []
+                    for _ in range(self.executions_per_trial):
+                        fold_callbacks = self._deepcopy_callbacks(callbacks)
+                        if self._child is not None:
+                            fold_callbacks.append(_fold_epoch_callback(self._child, index))
+                        model = self._try_build(hp)  # clears the session first
+                        history = self.hypermodel.fit(
+                            hp, model, *args, callbacks=fold_callbacks, **kwargs
+                        )
+                        histories.append(history)
+                        value = _best_value(history, objective.metric, objective.direction)
+                        if value is not None:
+                            scores.append(value)
+                    if self._child is not None and scores:
+                        self._child.log_metrics(
+                            {"fold_score": sum(scores) / len(scores)}, step=index
+                        )
+            finally:
+                self.hypermodel.rows = default_rows
+            return histories
 
         def on_trial_end(self, trial: Any) -> None:
             # The child run is closed before the tuner saves the trial as done: a kill
@@ -166,15 +292,27 @@ def _tracked(base: type, cfg: RunConfig, trials: TrialTracker | None) -> type:
                     self._child, status=status, score=score, message=trial.message or ""
                 )
                 self._child = None
-            keras.backend.clear_session()
+            # The trial's models are done with: drop what TensorFlow keeps of their
+            # traced graphs (without this every trial leaks its model, ~4 MB for a
+            # tiny MLP); the garbage goes at the next build's collection.
+            runtime.release_traced(self._gradients)
+            keras.backend.clear_session(free_memory=False)
             super().on_trial_end(trial)
 
     Tracked.__name__ = f"Tracked{base.__name__}"
     return Tracked
 
 
-def make_tuner(cfg: RunConfig, hypermodel: Any, trials: TrialTracker | None = None) -> Any:
-    """The configured Keras-Tuner tuner, its state under `search_dir` (resumed, not overwritten)."""
+def make_tuner(
+    cfg: RunConfig,
+    hypermodel: Any,
+    trials: TrialTracker | None = None,
+    fold_rows: list | None = None,
+) -> Any:
+    """The configured Keras-Tuner tuner, its state under `search_dir` (resumed, not overwritten).
+
+    ``fold_rows`` (from `folds`) makes every trial a k-fold cross-validation.
+    """
     import keras_tuner
 
     tuning = cfg.tuning
@@ -195,7 +333,7 @@ def make_tuner(cfg: RunConfig, hypermodel: Any, trials: TrialTracker | None = No
         "bayesian": keras_tuner.BayesianOptimization,
         "hyperband": keras_tuner.Hyperband,
     }
-    cls = _tracked(bases[tuning.tuner], cfg, trials)
+    cls = _tracked(bases[tuning.tuner], cfg, trials, fold_rows)
     if tuning.tuner == "hyperband":
         return cls(
             hypermodel, max_epochs=trial_epochs(cfg), factor=tuning.hyperband_factor, **common
@@ -203,21 +341,95 @@ def make_tuner(cfg: RunConfig, hypermodel: Any, trials: TrialTracker | None = No
     return cls(hypermodel, max_trials=tuning.max_trials, **common)
 
 
-def trial_rows(oracle: Any, cfg: RunConfig) -> list[dict[str, Any]]:
-    """One row per trial the oracle knows: id, status, score and config values."""
+def _fold_epoch_callback(child: Any, fold: int) -> Any:
+    """Log one fold's epochs on the trial's child run as ``fold<i>_<metric>`` (step = epoch)."""
+    import keras
+
+    class FoldEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            metrics = {f"fold{fold}_{k}": float(v) for k, v in (logs or {}).items()}
+            child.log_metrics(metrics, step=epoch, background=True)
+
+        def on_train_end(self, logs: Any = None) -> None:
+            child.flush()
+
+    return FoldEpochs()
+
+
+def _status(trial: Any) -> str:
+    return str(getattr(trial.status, "value", trial.status))
+
+
+def hyperband_pruned(oracle: Any) -> set[str]:
+    """Completed Hyperband trials that a later round of their bracket did not continue.
+
+    A trial of round ``r`` in bracket ``b`` (whose last round is ``b``) is promoted
+    when a later trial names it in ``tuner/trial_id``; once the search is over, one
+    with ``r < b`` that nobody continued was pruned.
+    """
+    promoted = {t.hyperparameters.values.get("tuner/trial_id") for t in oracle.trials.values()}
+    pruned = set()
+    for trial_id, trial in oracle.trials.items():
+        values = trial.hyperparameters.values
+        if "tuner/bracket" not in values or _status(trial) != "COMPLETED":
+            continue
+        if int(values["tuner/round"]) < int(values["tuner/bracket"]) and trial_id not in promoted:
+            pruned.add(trial_id)
+    return pruned
+
+
+def trial_rows(oracle: Any, cfg: RunConfig, pruned: Collection[str] = ()) -> list[dict[str, Any]]:
+    """One row per trial the oracle knows: id, status (``PRUNED`` if in ``pruned``),
+    score, config values and, for Hyperband, the trial's epochs."""
     assert cfg.tuning is not None
     rows = []
     for trial_id, trial in sorted(oracle.trials.items()):
-        status = str(getattr(trial.status, "value", trial.status))
-        rows.append(
-            {
-                "trial_id": trial_id,
-                "status": status,
-                "score": trial.score,
-                "values": trial_values(cfg.tuning.space, trial.hyperparameters.values),
-            }
-        )
+        row = {
+            "trial_id": trial_id,
+            "status": "PRUNED" if trial_id in pruned else _status(trial),
+            "score": trial.score,
+            "values": trial_values(cfg.tuning.space, trial.hyperparameters.values),
+        }
+        if "tuner/epochs" in trial.hyperparameters.values:
+            row["epochs"] = int(trial.hyperparameters.values["tuner/epochs"])
+        rows.append(row)
     return rows
+
+
+def trained_epochs(oracle: Any, trial: Any) -> int:
+    """Epochs of training behind ``trial``'s best checkpoint (its `SearchResult.best_epochs`).
+
+    Keras-Tuner records the best epoch of the trial's own fits (``best_step``, the
+    mean over executions or folds, rounded down); a Hyperband trial continued the
+    best checkpoint of the trial named in ``tuner/trial_id``, whose epochs count too.
+    """
+    epochs = int(trial.best_step) + 1
+    previous = trial.hyperparameters.values.get("tuner/trial_id")
+    if previous and previous in oracle.trials:
+        epochs += trained_epochs(oracle, oracle.trials[previous])
+    return epochs
+
+
+def best_trial_history(tuner: Any, trial: Any, objective: Any) -> dict[str, list[float]]:
+    """The per-epoch logs of the fit that produced ``trial``'s best checkpoint.
+
+    Falls back to the oracle's best-epoch metrics (one epoch) when the trial's
+    history file is not on this machine (a worker elsewhere ran it).
+    """
+    path = Path(tuner.get_trial_dir(trial.trial_id), HISTORY_FILE)
+    try:
+        histories = json.loads(path.read_text())["histories"]
+    except (OSError, ValueError, KeyError):
+        histories = []
+    scored = [h for h in histories if h.get(objective.metric)]
+    if scored:
+        pick = max if objective.direction == "max" else min
+        return pick(scored, key=lambda h: pick(h[objective.metric]))
+    return {
+        name: [float(trial.metrics.get_best_value(name))]
+        for name in trial.metrics.metrics
+        if trial.metrics.get_best_value(name) is not None
+    }
 
 
 def run_search(
@@ -227,41 +439,80 @@ def run_search(
     *,
     build_model: BuildFn,
     tracker: Any = None,
+    callbacks: list | None = None,
 ) -> SearchResult:
     """Search, then return the best trial's config (the configured one if none finished).
 
+    ``callbacks`` (Keras callbacks) join every fit of every trial; Keras-Tuner
+    deep-copies them for each fit, so one that collects across trials must keep its
+    results outside the instance.
+
     With a ``tracker`` (the pipeline's run), every trial is a child run of it and it
-    gets the best trial and a trials table. In Keras-Tuner's distributed mode the
-    chief only serves the oracle (this returns when the workers are done) and a
-    worker only runs trials.
+    gets the best trial, a trials table and a picture of the score against each
+    hyper-parameter. A Hyperband trial that no later round continued is marked
+    ``PRUNED`` (table and child-run tag ``kts.trial_status``). In Keras-Tuner's
+    distributed mode the chief only serves the oracle (this returns when the workers
+    are done) and a worker only runs trials.
     """
     assert cfg.tuning is not None
+    fold_rows = folds(cfg, data, split)
     trials = TrialTracker(tracker, search_id(cfg)) if tracker is not None else None
-    tuner = make_tuner(cfg, make_hypermodel(cfg, data, split, build_model), trials)
-    tuner.search(epochs=trial_epochs(cfg), verbose=0)
+    hypermodel = make_hypermodel(cfg, data, split, build_model)
+    tuner = make_tuner(cfg, hypermodel, trials, fold_rows)
+    tuner.search(epochs=trial_epochs(cfg), verbose=0, callbacks=list(callbacks or []))
     if is_worker():
         return SearchResult(cfg, {}, None, None, [], str(search_dir(cfg)))
-    rows = trial_rows(tuner.oracle, cfg)
-    best_trials = tuner.oracle.get_best_trials(1)
+    oracle = tuner.oracle
+    pruned = hyperband_pruned(oracle) if cfg.tuning.tuner == "hyperband" else set()
+    rows = trial_rows(oracle, cfg, pruned)
+    best_trials = oracle.get_best_trials(1)
+    top = best_trials[0] if best_trials else None
     best = None
-    if best_trials:
-        top = best_trials[0]
+    if top is not None:
         best = {
             "trial_id": top.trial_id,
             "score": top.score,
             "values": trial_values(cfg.tuning.space, top.hyperparameters.values),
+            "epochs": trained_epochs(oracle, top),
         }
-    if tracker is not None:
-        log_summary(tracker, rows=rows, best=best, objective=cfg.tuning.objective.metric)
-    if best is None:
+    if trials is not None:
+        if pruned:
+            trials.set_status(dict.fromkeys(pruned, "PRUNED"))
+        picture = Path(tuner.project_dir) / "scores.png"
+        search_picture(cfg, rows, picture)
+        log_summary(
+            tracker, rows=rows, best=best, objective=cfg.tuning.objective.metric, picture=picture
+        )
+    if best is None or top is None:
         return SearchResult(cfg, {}, None, None, rows, str(search_dir(cfg)))
-    return SearchResult(
+    result = SearchResult(
         apply(cfg, best["values"]),
         best["values"],
         best["score"],
         best["trial_id"],
         rows,
         str(search_dir(cfg)),
+        best_epochs=best["epochs"],
+    )
+    if cfg.tuning.final == "best_weights":
+        result.best_model = tuner.load_model(top)
+        result.best_history = best_trial_history(tuner, top, cfg.tuning.objective)
+    return result
+
+
+def search_picture(cfg: RunConfig, rows: list[dict[str, Any]], path: Path) -> Path:
+    """Draw the objective against each searched hyper-parameter to ``path`` (PNG)."""
+    from service.reports.search import score_vs_hyperparameters
+
+    assert cfg.tuning is not None
+    space = cfg.tuning.space
+    return score_vs_hyperparameters(
+        rows,
+        keys=list(space),
+        log_keys=[k for k, spec in space.items() if spec.sampling == "log"],
+        objective=cfg.tuning.objective.metric,
+        direction=cfg.tuning.objective.direction,
+        path=path,
     )
 
 

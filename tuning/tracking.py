@@ -2,10 +2,13 @@
 
 Each trial gets one nested run (tag ``mlflow.parentRunId``) named ``trial-<id>``
 holding its hyper-parameters as params, per-epoch metrics, its final ``score`` and
-a ``kts.trial_status`` tag. A trial interrupted by a kill is run again by the
-resumed search; its unfinished child run is deleted first, so every trial ends
-with exactly one child run. The parent gets the best trial as tags and params and
-a ``tuning/trials.csv`` table.
+a ``kts.trial_status`` tag (Keras-Tuner's status: ``COMPLETED``, ``FAILED``, ...;
+``PRUNED`` for a Hyperband trial no later round continued, set after the search).
+k-fold trials also hold ``fold_score`` (step = fold index) and ``fold<i>_<metric>``
+per epoch. A trial interrupted by a kill is run again by the resumed search; its
+unfinished child run is deleted first, so every trial ends with exactly one child
+run. The parent gets the best trial as tags and params, a ``tuning/trials.csv``
+table and ``tuning/scores.png`` (the objective against each hyper-parameter).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import csv
 import io
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from service.tracking import Tracker
 
 TRIAL_TAG = "kts.trial_id"
 SEARCH_TAG = "kts.tuning.search"
+STATUS_TAG = "kts.trial_status"
 
 
 class TrialTracker:
@@ -66,7 +71,7 @@ class TrialTracker:
                 TRIAL_TAG: trial_id,
                 SEARCH_TAG: self.search_id,
                 "kts.tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
-                "kts.trial_status": "RUNNING",
+                STATUS_TAG: "RUNNING",
             },
         )
         if created is None:
@@ -75,10 +80,19 @@ class TrialTracker:
         child.log_params(params)
         return child
 
+    def set_status(self, statuses: Mapping[str, str]) -> None:
+        """Set ``kts.trial_status`` of finished trials' child runs (trial id -> status)."""
+        for run in self.children():
+            status = statuses.get(run.data.tags.get(TRIAL_TAG, ""))
+            if status is not None:
+                self.parent._guard(
+                    "set_tag", self.parent.client.set_tag, run.info.run_id, STATUS_TAG, status
+                )
+
     @staticmethod
     def end(child: Tracker, *, status: str, score: float | None, message: str = "") -> None:
         """Record a trial's outcome; KT's COMPLETED is FINISHED in MLflow, others FAILED."""
-        tags: dict[str, Any] = {"kts.trial_status": status}
+        tags: dict[str, Any] = {STATUS_TAG: status}
         if message:
             tags["kts.trial_message"] = message[-4000:]
         child.set_tags(tags)
@@ -94,24 +108,35 @@ def log_summary(
     rows: list[dict[str, Any]],
     best: dict[str, Any] | None,
     objective: str,
+    picture: Path | None = None,
 ) -> None:
-    """Best trial tags/params and the trials table (CSV) on the parent run."""
+    """Best trial tags/params, the trials table (CSV) and ``picture`` on the parent run."""
     if best is not None:
         parent.set_tags(
             {
                 "kts.tuning.best_trial": best["trial_id"],
                 "kts.tuning.best_score": best["score"],
+                "kts.tuning.best_epochs": best.get("epochs"),
                 "kts.tuning.objective": objective,
                 "kts.tuning.trials": len(rows),
             }
         )
         parent.log_params({f"best.{k}": v for k, v in best["values"].items()})
     keys = sorted({k for r in rows for k in r["values"]})
+    extra = ["epochs"] if any("epochs" in r for r in rows) else []  # Hyperband's per trial
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["trial_id", "status", "score", *keys])
+    writer.writerow(["trial_id", "status", "score", *extra, *keys])
     for r in rows:
         writer.writerow(
-            [r["trial_id"], r["status"], r["score"], *(r["values"].get(k) for k in keys)]
+            [
+                r["trial_id"],
+                r["status"],
+                r["score"],
+                *(r.get(k) for k in extra),
+                *(r["values"].get(k) for k in keys),
+            ]
         )
     parent.log_text(buf.getvalue(), "tuning/trials.csv")
+    if picture is not None:
+        parent.log_artifact(picture, "tuning")
