@@ -143,7 +143,12 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
             hot = one_hot(trial_cfg)
             tr, va = self.rows
             train_ds = trainer.make_dataset(
-                data.x[tr], data.targets[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=hot
+                data.x[tr],
+                data.targets[tr],
+                batch_size=bs,
+                shuffle=True,
+                seed=cfg.seed,
+                one_hot=hot,
             )
             val_ds = trainer.make_dataset(
                 data.x[va], data.targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=hot
