@@ -14,6 +14,8 @@ from tests.helpers import CONFIGS, assert_user_error, free_port, kts
 DEFAULT = str(CONFIGS / "digits_cnn.yaml")
 SMALL = [
     "--set",
+    "tuning.enabled=false",  # tracking, not the search (tests/test_tuning.py)
+    "--set",
     "model.filters=[8]",
     "--set",
     "model.dense_units=32",
