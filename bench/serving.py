@@ -16,8 +16,17 @@ process with one connection each, at concurrency 1, 8 and 32; each cell runs for
 ``--seconds`` after a short warm-up. Client and servers share the machine's cores, so
 compare ratios within one run, not absolute numbers across machines.
 
+The two ``kts serve`` processes (batching off and on) run side by side, and each
+(protocol, concurrency) pair is measured in ``--rounds`` alternating slices, off then
+on then on then off ...: on a shared machine the load drifts over a run, and measuring
+all "off" cells before all "on" cells turned that drift into the batching ratio (it
+swung 0.7x-3.5x between runs). Alternating spreads the drift over both; the per-round
+ratios are printed so their spread shows. Each kts cell also reports the CPU the
+server process and this (client) process spent per request, and for batching on the
+mean rows per model call from the server's ``kts_serving_batch_size`` metric.
+
 Run:
-    .venv/bin/python bench/serving.py [--seconds 3] [--json results.json] [--skip-mlflow]
+    .venv/bin/python bench/serving.py [--seconds 3] [--rounds 3] [--json results.json] [--skip-mlflow]
 """
 
 from __future__ import annotations
@@ -64,6 +73,20 @@ class Cell:
     throughput: float  # requests per second
     p50_ms: float
     p99_ms: float
+    server_cpu_ms: float | None = None  # server process CPU per request (all its threads)
+    client_cpu_ms: float | None = None  # this process's CPU per request (the client threads)
+    rows_per_batch: float | None = None  # mean rows per batched model call
+
+
+@dataclass
+class Sample:
+    """What one `load` run saw: measured latencies, plus all calls including warm-up."""
+
+    latencies: list[float]
+    errors: int
+    seconds: float  # measured window
+    calls: int  # every call made, warm-up included (for CPU per request)
+    wall: float  # the whole run, warm-up included
 
 
 def free_port() -> int:
@@ -72,21 +95,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def load(
-    name: str,
-    make_caller: Callable[[], Callable[[], bool]],
-    concurrency: int,
-    seconds: float,
-    *,
-    protocol: str,
-    batching: str,
-) -> Cell:
+def run_clients(
+    make_caller: Callable[[], Callable[[], bool]], concurrency: int, seconds: float
+) -> Sample:
     """Run ``concurrency`` closed-loop clients for ``seconds``; each call returns success."""
     start_gate = threading.Barrier(concurrency + 1)
     stop_at = [0.0]
     warm_until = [0.0]
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
+    calls = [0] * concurrency
 
     def client(i: int) -> None:
         call = make_caller()
@@ -98,6 +116,7 @@ def load(
                 return
             ok = call()
             t1 = time.perf_counter()
+            calls[i] += 1
             if t0 >= warm_until[0]:
                 own.append(t1 - t0)
                 if not ok:
@@ -112,18 +131,132 @@ def load(
     start_gate.wait()
     for t in threads:
         t.join()
-    flat = np.array([x for own in latencies for x in own]) if any(latencies) else np.zeros(1)
+    return Sample(
+        latencies=[x for own in latencies for x in own],
+        errors=int(sum(errors)),
+        seconds=seconds,
+        calls=int(sum(calls)),
+        wall=time.perf_counter() - now,
+    )
+
+
+def cell_from(
+    samples: list[Sample], name: str, *, protocol: str, batching: str, concurrency: int
+) -> Cell:
+    flat = np.array([x for s in samples for x in s.latencies] or [0.0])
+    requests = sum(len(s.latencies) for s in samples)
     return Cell(
         target=name,
         protocol=protocol,
         batching=batching,
         concurrency=concurrency,
-        requests=int(sum(len(o) for o in latencies)),
-        errors=int(sum(errors)),
-        throughput=sum(len(o) for o in latencies) / seconds,
+        requests=requests,
+        errors=sum(s.errors for s in samples),
+        throughput=requests / sum(s.seconds for s in samples),
         p50_ms=float(np.percentile(flat, 50) * 1e3),
         p99_ms=float(np.percentile(flat, 99) * 1e3),
     )
+
+
+def load(
+    name: str,
+    make_caller: Callable[[], Callable[[], bool]],
+    concurrency: int,
+    seconds: float,
+    *,
+    protocol: str,
+    batching: str,
+) -> Cell:
+    """One cell: ``concurrency`` closed-loop clients for ``seconds``."""
+    sample = run_clients(make_caller, concurrency, seconds)
+    return cell_from([sample], name, protocol=protocol, batching=batching, concurrency=concurrency)
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) of process ``pid``; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def own_cpu() -> float:
+    return time.process_time()
+
+
+def batch_totals(metrics_port: int) -> tuple[float, float]:
+    """(rows, model calls) so far from kts serve's ``kts_serving_batch_size`` histogram."""
+    conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    rows = calls = 0.0
+    for line in text.splitlines():
+        if line.startswith("kts_serving_batch_size_sum{"):
+            rows += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("kts_serving_batch_size_count{"):
+            calls += float(line.rsplit(" ", 1)[1])
+    return rows, calls
+
+
+@dataclass
+class Kts:
+    proc: subprocess.Popen
+    grpc_port: int
+    rest_port: int
+    metrics_port: int
+    batching: str  # "off" / "on"
+
+
+def measure_kts(
+    servers: list[Kts], make: Callable[[Kts], Callable[[], Callable[[], bool]]], *,
+    protocol: str, concurrency: int, seconds: float, rounds: int,
+) -> tuple[list[Cell], list[float]]:  # fmt: skip
+    """One cell per server, measured in ``rounds`` alternating slices of ``seconds / rounds``.
+
+    Returns the cells and, for two servers, the per-round throughput ratio second/first.
+    """
+    samples: dict[str, list[Sample]] = {k.batching: [] for k in servers}
+    server_cpu: dict[str, float | None] = {k.batching: 0.0 for k in servers}
+    client_cpu = {k.batching: 0.0 for k in servers}
+    batches = {k.batching: [0.0, 0.0] for k in servers}
+    per_round: list[float] = []
+    slice_seconds = seconds / rounds
+    for r in range(rounds):
+        order = servers if r % 2 == 0 else servers[::-1]
+        got: dict[str, float] = {}
+        for kts in order:
+            cpu0, own0 = process_cpu(kts.proc.pid), own_cpu()
+            rows0, calls0 = batch_totals(kts.metrics_port)
+            sample = run_clients(make(kts), concurrency, slice_seconds)
+            rows1, calls1 = batch_totals(kts.metrics_port)
+            cpu1, own1 = process_cpu(kts.proc.pid), own_cpu()
+            samples[kts.batching].append(sample)
+            got[kts.batching] = len(sample.latencies) / sample.seconds
+            used = server_cpu[kts.batching]
+            server_cpu[kts.batching] = (
+                None if used is None or cpu0 is None or cpu1 is None else used + cpu1 - cpu0
+            )
+            client_cpu[kts.batching] += own1 - own0
+            batches[kts.batching][0] += rows1 - rows0
+            batches[kts.batching][1] += calls1 - calls0
+        if len(servers) == 2 and got[servers[0].batching] > 0:
+            per_round.append(got[servers[1].batching] / got[servers[0].batching])
+    cells = []
+    for kts in servers:
+        tag = kts.batching
+        cell = cell_from(
+            samples[tag], "kts serve", protocol=protocol, batching=tag, concurrency=concurrency
+        )
+        calls = sum(s.calls for s in samples[tag]) or 1
+        used = server_cpu[tag]
+        cell.server_cpu_ms = None if used is None else used / calls * 1e3
+        cell.client_cpu_ms = client_cpu[tag] / calls * 1e3
+        rows, model_calls = batches[tag]
+        cell.rows_per_batch = rows / model_calls if model_calls else None
+        cells.append(cell)
+    return cells, per_round
 
 
 # ------------------------------------------------------------------------------ model
@@ -255,11 +388,11 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_kts(workdir: Path, model_dir: Path, batching: bool) -> tuple[subprocess.Popen, int, int]:
-    grpc_port, rest_port = free_port(), free_port()
+def start_kts(workdir: Path, model_dir: Path, batching: bool) -> Kts:
+    grpc_port, rest_port, metrics_port = free_port(), free_port(), free_port()
     args = [
         sys.executable, "-m", "pipelines.cli", "serve",
-        f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--metrics_port={metrics_port}",
         "--model_name=digits", f"--model_base_path={model_dir}",
     ]  # fmt: skip
     if batching:
@@ -270,7 +403,7 @@ def start_kts(workdir: Path, model_dir: Path, batching: bool) -> tuple[subproces
         args, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
     )  # noqa: SIM115
     wait_http("127.0.0.1", rest_port, "/v1/models/digits", proc, log)
-    return proc, grpc_port, rest_port
+    return Kts(proc, grpc_port, rest_port, metrics_port, "on" if batching else "off")
 
 
 def save_mlflow_models(workdir: Path, model, x: np.ndarray, saved_model: Path) -> dict[str, Path]:
@@ -354,12 +487,20 @@ def start_mlflow(workdir: Path, model_path: Path, tag: str) -> tuple[subprocess.
 
 
 def table(cells: list[Cell]) -> str:
-    head = f"{'target':<34}{'proto':<7}{'batch':<7}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    head = (
+        f"{'target':<40}{'proto':<7}{'batch':<7}{'conc':>5}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}{'srv cpu':>9}{'cli cpu':>9}{'rows/b':>8}"
+    )
     lines = [head, "-" * len(head)]
+
+    def opt(value: float | None, width: int, digits: int) -> str:
+        return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
     for c in cells:
         lines.append(
-            f"{c.target:<34}{c.protocol:<7}{c.batching:<7}{c.concurrency:>5}{c.throughput:>10.1f}"
-            f"{c.p50_ms:>9.2f}{c.p99_ms:>9.2f}{c.errors:>8}"
+            f"{c.target:<40}{c.protocol:<7}{c.batching:<7}{c.concurrency:>5}{c.throughput:>10.1f}"
+            f"{c.p50_ms:>9.2f}{c.p99_ms:>9.2f}{c.errors:>8}{opt(c.server_cpu_ms, 9, 3)}"
+            f"{opt(c.client_cpu_ms, 9, 3)}{opt(c.rows_per_batch, 8, 1)}"
         )
     return "\n".join(lines)
 
@@ -378,14 +519,14 @@ def find(
     return None
 
 
-def verdicts(cells: list[Cell]) -> list[str]:
+def verdicts(cells: list[Cell], per_round: dict[tuple[str, int], list[float]]) -> list[str]:
     out = []
     base = find(cells, "in-process signature call", "-", "-", 1)
     grpc1 = find(cells, "kts serve", "grpc", "off", 1)
     if base and grpc1:
         overhead = grpc1.p50_ms - base.p50_ms
         out.append(
-            f"gRPC p50 overhead over in-process at c=1: {overhead:.2f} ms (target < 2 ms): {'met' if overhead < 2 else 'NOT met'}"
+            f"gRPC p50 overhead over in-process at c=1 (separate cells): {overhead:.2f} ms (target < 2 ms): {'met' if overhead < 2 else 'NOT met'}"
         )
     for proto in ("grpc", "rest"):
         off, on = (
@@ -394,8 +535,10 @@ def verdicts(cells: list[Cell]) -> list[str]:
         )
         if off and on:
             gain = on.throughput / off.throughput
+            rounds = ", ".join(f"{r:.2f}" for r in per_round.get((proto, 32), []))
             out.append(
-                f"{proto} throughput at c=32, batching on/off: {gain:.2f}x (target >= 2x): {'met' if gain >= 2 else 'NOT met'}"
+                f"{proto} throughput at c=32, batching on/off: {gain:.2f}x (per round: {rounds}) "
+                f"(target >= 2x): {'met' if gain >= 2 else 'NOT met'}"
             )
     for flavor in ("keras flavor", "pyfunc+signature"):
         for conc in CONCURRENCY:
@@ -418,26 +561,52 @@ def verdicts(cells: list[Cell]) -> list[str]:
     return out
 
 
+def paired_lines(paired: dict[str, float]) -> list[str]:
+    base, same = paired["in-process"], paired["in-process (kts call)"]
+    overhead = paired["grpc"] - base
+    return [
+        "c=1 p50, calls alternated in one thread (load drift cancels): "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in paired.items()),
+        f"gRPC p50 overhead over in-process (paired): {overhead:.2f} ms (target < 2 ms): "
+        f"{'met' if overhead < 2 else 'NOT met'}; REST: {paired['rest'] - base:.2f} ms",
+        # kts serve calls the signature flat (serving.servable.Signature.call), which is
+        # cheaper than the keyword call above; against that same call made in-process,
+        # what remains is transport, request/response conversion and bookkeeping.
+        f"  of which transport and handling (vs the same Signature.call in-process): "
+        f"gRPC {paired['grpc'] - same:.2f} ms, REST {paired['rest'] - same:.2f} ms",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating off/on slices per kts serve cell pair"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the cells as JSON here")
     parser.add_argument("--skip-mlflow", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
 
     workdir = Path(tempfile.mkdtemp(prefix="kts-bench-serving-"))
     cells: list[Cell] = []
     procs: list[subprocess.Popen] = []
     notes: list[str] = []
     paired: dict[str, float] = {}
+    per_round: dict[tuple[str, int], list[float]] = {}
     try:
         print(f"workdir {workdir}; training and exporting the digits CNN ...", flush=True)
         model, x, exported = train_and_export(workdir)
         import tensorflow as tf
 
+        from serving.servable import Servable
+
         signature = tf.saved_model.load(str(exported.path)).signatures["serving_default"]
         one = x[:1]
         signature(image=one)
+        servable = Servable("digits", exported.version, exported.path)
+        kts_signature = servable.signatures["serving_default"]
 
         def in_process() -> Callable[[], bool]:
             def call() -> bool:
@@ -445,6 +614,10 @@ def main() -> int:
                 return True
 
             return call
+
+        def kts_call() -> bool:
+            kts_signature.call({"image": one})
+            return True
 
         for conc in CONCURRENCY:
             cells.append(
@@ -460,46 +633,39 @@ def main() -> int:
             print(table(cells[-1:]).splitlines()[-1], flush=True)
 
         body = json.dumps({"instances": one.tolist()}).encode()
-        for batching in (False, True):
-            proc, grpc_port, rest_port = start_kts(workdir, exported.path.parent, batching)
-            procs.append(proc)
-            tag = "on" if batching else "off"
-            if not batching:
-                paired = paired_latency(
-                    {
-                        "in-process": in_process(),
-                        "grpc": grpc_caller(f"127.0.0.1:{grpc_port}", x)(),
-                        "rest": http_caller(
-                            "127.0.0.1", rest_port, "/v1/models/digits:predict", body
-                        )(),
-                    },
-                    rounds=int(150 * args.seconds),
-                )
-            for conc in CONCURRENCY:
-                cells.append(
-                    load(
-                        "kts serve",
-                        grpc_caller(f"127.0.0.1:{grpc_port}", x),
-                        conc,
-                        args.seconds,
-                        protocol="grpc",
-                        batching=tag,
-                    )
-                )
-                print(table(cells[-1:]).splitlines()[-1], flush=True)
-                path = "/v1/models/digits:predict"
-                cells.append(
-                    load(
-                        "kts serve",
-                        http_caller("127.0.0.1", rest_port, path, body),
-                        conc,
-                        args.seconds,
-                        protocol="rest",
-                        batching=tag,
-                    )
-                )
-                print(table(cells[-1:]).splitlines()[-1], flush=True)
-            stop(proc)
+        path = "/v1/models/digits:predict"
+        servers = [start_kts(workdir, exported.path.parent, batching) for batching in (False, True)]
+        procs += [k.proc for k in servers]
+        off = servers[0]
+        paired = paired_latency(
+            {
+                "in-process": in_process(),
+                "in-process (kts call)": kts_call,
+                "grpc": grpc_caller(f"127.0.0.1:{off.grpc_port}", x)(),
+                "rest": http_caller("127.0.0.1", off.rest_port, path, body)(),
+            },
+            rounds=int(150 * args.seconds),
+        )
+        kts_cells = []
+        for conc in CONCURRENCY:
+            for proto in ("grpc", "rest"):
+
+                def make(k: Kts, proto: str = proto) -> Callable[[], Callable[[], bool]]:
+                    if proto == "grpc":
+                        return grpc_caller(f"127.0.0.1:{k.grpc_port}", x)
+                    return http_caller("127.0.0.1", k.rest_port, path, body)
+
+                pair, per_round[(proto, conc)] = measure_kts(
+                    servers, make, protocol=proto, concurrency=conc, seconds=args.seconds,
+                    rounds=args.rounds,
+                )  # fmt: skip
+                kts_cells += pair
+                for line in table(pair).splitlines()[2:]:
+                    print(line, flush=True)
+        for k in servers:
+            stop(k.proc)
+        order = {"off": 0, "on": 1}
+        cells += sorted(kts_cells, key=lambda c: (order[c.batching], c.concurrency, c.protocol))
 
         if not args.skip_mlflow:
             try:
@@ -507,9 +673,9 @@ def main() -> int:
             except Exception as err:  # report why MLflow could not be measured
                 notes.append(f"mlflow models could not be saved: {type(err).__name__}: {err}")
                 flavors = {}
-            for flavor, path in flavors.items():
+            for flavor, saved in flavors.items():
                 try:
-                    proc, port = start_mlflow(workdir, path, flavor.split()[0].replace("+", "-"))
+                    proc, port = start_mlflow(workdir, saved, flavor.split()[0].replace("+", "-"))
                 except RuntimeError as err:
                     notes.append(f"mlflow models serve ({flavor}) did not start: {str(err)[-800:]}")
                     continue
@@ -533,25 +699,27 @@ def main() -> int:
 
     print()
     print(
-        f"Serving benchmark, digits CNN, one image per request, {args.seconds:.0f}s per cell, {os.cpu_count()} CPUs shared by clients and servers"
+        f"Serving benchmark, digits CNN, one image per request, {args.seconds:.0f}s per cell "
+        f"(kts serve: {args.rounds} alternating off/on slices), {os.cpu_count()} CPUs shared by "
+        "clients and servers; srv/cli cpu = CPU ms per request of the server / client process, "
+        "rows/b = mean rows per batched model call"
     )
     print(table(cells))
     print()
-    if paired:
-        print(
-            "c=1 p50, calls alternated in one thread (load drift cancels): "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in paired.items())
-        )
-        overhead = paired["grpc"] - paired["in-process"]
-        print(
-            f"gRPC p50 overhead over in-process (paired): {overhead:.2f} ms (target < 2 ms): "
-            f"{'met' if overhead < 2 else 'NOT met'}; REST: {paired['rest'] - paired['in-process']:.2f} ms"
-        )
-    for line in verdicts(cells) + notes:
+    lines = paired_lines(paired) if paired else []
+    for line in lines + verdicts(cells, per_round) + notes:
         print(line)
     if args.json:
         args.json.write_text(
-            json.dumps({"cells": [asdict(c) for c in cells], "notes": notes}, indent=2)
+            json.dumps(
+                {
+                    "cells": [asdict(c) for c in cells],
+                    "paired_p50_ms": paired,
+                    "per_round_on_off": {f"{p} c={c}": r for (p, c), r in per_round.items()},
+                    "notes": notes,
+                },
+                indent=2,
+            )
         )
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -4,14 +4,22 @@ Follows TensorFlow Serving's shared batch scheduler: tasks (one request's rows) 
 the open batch while it has room for them, otherwise open a new batch; at most
 ``max_enqueued_batches`` batches wait, and a task that would need one more is turned
 away with UNAVAILABLE ("The batch scheduling queue to which this task was submitted
-is full"). ``num_batch_threads`` workers each take the oldest batch once it is full,
-once ``batch_timeout_micros`` have passed since it opened, or at once when the
-timeout is 0 (then whatever has queued while the workers were busy forms the batch).
-A batch is padded up to the next of ``allowed_batch_sizes`` when those are given.
+is full"). At most ``num_batch_threads`` batches run at a time, oldest first; a batch
+runs once it is full, once ``batch_timeout_micros`` have passed since it opened, or at
+once when the timeout is 0 (then whatever has queued while the others ran forms the
+batch). A batch is padded up to the next of ``allowed_batch_sizes`` when those are given.
 
 Tasks whose inputs differ in any dimension but the first cannot share a batch; they
 start a new one. A request with more rows than ``max_batch_size`` runs on its own,
 unbatched (upstream rejects it unless large-batch splitting is on).
+
+The batch is run by the thread of the request that opened it (its leader), not by a
+pool of batch threads: the request threads block anyway, and handing every batch to
+another thread and back costs two thread wake-ups and two waits for the GIL per
+batch -- with a small model that was more than the model call itself. The others
+in the batch (followers) sleep on a lock of their own that the leader releases when
+their rows are ready. ``num_batch_threads`` keeps its meaning: how many batches may
+run at once.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,21 +39,31 @@ Arrays = Mapping[str, np.ndarray]
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 
 
-@dataclass
 class _Task:
-    inputs: Arrays
-    size: int
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, np.ndarray] | None = None
-    error: BaseException | None = None
+    """One request's rows; a follower's ``ready`` lock is held until its answer is in."""
+
+    __slots__ = ("error", "inputs", "ready", "result", "size")
+
+    def __init__(self, inputs: Arrays, size: int, *, follower: bool):
+        self.inputs = inputs
+        self.size = size
+        self.result: dict[str, np.ndarray] | None = None
+        self.error: BaseException | None = None
+        self.ready: threading.Lock | None = None
+        if follower:
+            self.ready = threading.Lock()
+            self.ready.acquire()
 
 
-@dataclass
 class _Batch:
-    key: tuple
-    opened: float
-    tasks: list[_Task] = field(default_factory=list)
-    size: int = 0
+    __slots__ = ("key", "opened", "size", "tasks", "wake")
+
+    def __init__(self, key: tuple, task: _Task, lock: threading.Lock):
+        self.key = key
+        self.opened = time.monotonic()
+        self.tasks = [task]
+        self.size = task.size
+        self.wake = threading.Condition(lock)  # the leader waits on this
 
 
 def _shape_key(inputs: Arrays) -> tuple:
@@ -60,7 +77,7 @@ class Batcher:
         run: computes outputs for a dict of arrays sharing their first dimension.
         params: TensorFlow Serving's batching parameters.
         on_batch: told the size of every batch run (before padding), for metrics.
-        name: for thread names.
+        name: kept for messages (no threads are started).
     """
 
     def __init__(
@@ -74,88 +91,103 @@ class Batcher:
         self._run = run
         self._params = params
         self._on_batch = on_batch
+        self.name = name
         self._timeout = params.batch_timeout_micros / 1e6
-        self._batches: deque[_Batch] = deque()
-        self._cond = threading.Condition()
+        self._max = params.max_batch_size
+        self._lock = threading.Lock()
+        self._batches: deque[_Batch] = deque()  # waiting to run, oldest first
+        self._running = 0
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(params.num_batch_threads)
-        ]
-        for thread in self._threads:
-            thread.start()
 
     def __call__(self, inputs: Arrays) -> dict[str, np.ndarray]:
         """Run ``inputs`` as part of a batch; blocks until its outputs are ready."""
-        sizes = {int(a.shape[0]) if a.ndim else -1 for a in inputs.values()}
-        if len(sizes) != 1 or -1 in sizes:
-            return self._run(inputs)  # no common batch dimension: cannot be batched
-        (size,) = sizes
-        if size == 0 or size > self._params.max_batch_size:
+        size = -1
+        for array in inputs.values():
+            rows = int(array.shape[0]) if array.ndim else -1
+            if rows < 0 or (size >= 0 and rows != size):
+                return self._run(inputs)  # no common batch dimension: cannot be batched
+            size = rows
+        if size <= 0 or size > self._max:
             return self._run(inputs)
-        task = _Task(inputs, size)
         key = _shape_key(inputs)
-        with self._cond:
-            closed = self._closed
-            if not closed:
+        with self._lock:
+            if self._closed:
+                # The version is being unloaded; requests that already hold it still get answers.
+                closed = True
+            else:
+                closed = False
                 last = self._batches[-1] if self._batches else None
-                if (
-                    last is not None
-                    and last.key == key
-                    and last.size + size <= self._params.max_batch_size
-                ):
+                if last is not None and last.key == key and last.size + size <= self._max:
+                    task = _Task(inputs, size, follower=True)
                     last.tasks.append(task)
                     last.size += size
-                    # A worker already knows about this batch; wake one only if it is now full.
-                    if last.size >= self._params.max_batch_size:
-                        self._cond.notify()
+                    if last.size >= self._max:
+                        last.wake.notify()  # full: its leader need not wait for the timeout
+                    batch = None
                 else:
                     if len(self._batches) >= self._params.max_enqueued_batches:
                         raise unavailable(QUEUE_FULL)
-                    self._batches.append(_Batch(key, time.monotonic(), [task], size))
-                    self._cond.notify()
+                    task = _Task(inputs, size, follower=False)
+                    batch = _Batch(key, task, self._lock)
+                    if self._batches:
+                        # The batch before this one can take no more rows: it is ready now.
+                        self._batches[-1].wake.notify()
+                    self._batches.append(batch)
         if closed:
-            # The version is being unloaded; requests that already hold it still get answers.
             return self._run(inputs)
-        task.done.wait()
+        if batch is None:
+            assert task.ready is not None
+            task.ready.acquire()  # released by the leader once the batch has run
+            if task.error is not None:
+                raise task.error
+            assert task.result is not None
+            return task.result
+        return self._lead(batch, task)
+
+    def close(self) -> None:
+        """Run the queued batches now; later requests run unbatched."""
+        with self._lock:
+            self._closed = True
+            for batch in self._batches:
+                batch.wake.notify()
+
+    # ------------------------------------------------------------------- leader
+
+    def _lead(self, batch: _Batch, task: _Task) -> dict[str, np.ndarray]:
+        """Wait until ``batch`` may run, run it, hand the followers their rows."""
+        with self._lock:
+            while True:
+                if self._batches[0] is batch and self._running < self._params.num_batch_threads:
+                    wait = batch.opened + self._timeout - time.monotonic()
+                    if (
+                        self._timeout == 0
+                        or batch.size >= self._max
+                        or len(self._batches) > 1
+                        or wait <= 0
+                        or self._closed
+                    ):
+                        break
+                    batch.wake.wait(wait)
+                else:
+                    batch.wake.wait()  # for the batches ahead of this one to start
+            self._batches.popleft()
+            self._running += 1
+            if self._batches:
+                self._batches[0].wake.notify()  # the next batch is now the oldest
+        try:
+            self._execute(batch)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._batches:
+                    self._batches[0].wake.notify()  # a slot is free
+            for other in batch.tasks:
+                if other.ready is not None:
+                    other.ready.release()
         if task.error is not None:
             raise task.error
         assert task.result is not None
         return task.result
-
-    def close(self) -> None:
-        """Stop the workers once the queued batches have run."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def _next_batch(self) -> _Batch | None:
-        with self._cond:
-            while True:
-                if self._batches:
-                    batch = self._batches[0]
-                    wait = batch.opened + self._timeout - time.monotonic()
-                    ready = (
-                        self._timeout == 0
-                        or batch.size >= self._params.max_batch_size
-                        or len(self._batches) > 1
-                        or wait <= 0
-                        or self._closed
-                    )
-                    if ready:
-                        return self._batches.popleft()
-                    self._cond.wait(wait)
-                elif self._closed:
-                    return None
-                else:
-                    self._cond.wait()
-
-    def _work(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._execute(batch)
 
     def _execute(self, batch: _Batch) -> None:
         tasks = batch.tasks
@@ -166,12 +198,10 @@ class Batcher:
                 tasks[0].result = self._run(tasks[0].inputs)
             else:
                 self._run_merged(batch)
-        except BaseException as err:  # every waiting request gets the batch's error
+        except BaseException as err:  # every request in the batch gets the batch's error
+            error = err if isinstance(err, ServingError) else _wrap(err)
             for task in tasks:
-                task.error = err if isinstance(err, ServingError) else _wrap(err)
-        finally:
-            for task in tasks:
-                task.done.set()
+                task.error = error
 
     def _run_merged(self, batch: _Batch) -> None:
         tasks = batch.tasks

@@ -10,6 +10,7 @@ was received -- the message upstream users asked for in tensorflow/serving#435.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from serving.config import BatchingParameters
 from serving.errors import ServingError, failed_precondition, invalid_argument
 from serving.tensors import DT_STRING, DTYPES, dtype_name, dtype_of, proto_to_array, shape_text
 
+log = logging.getLogger("kts.serving")
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_INPUTS, CLASSIFY_CLASSES, CLASSIFY_SCORES = "inputs", "classes", "scores"
 REGRESS_INPUTS, REGRESS_OUTPUTS = "inputs", "outputs"
@@ -73,6 +75,7 @@ class Signature:
         self.outputs = {k: _spec_from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
         self.input_dtypes = {k: s.dtype for k, s in self.inputs.items()}
         self.hint = ""
+        self._flat_order = _flat_input_order(function, self.inputs)
 
     def describe_inputs(self) -> str:
         return "; ".join(self.inputs[k].describe() for k in sorted(self.inputs))
@@ -93,13 +96,54 @@ class Signature:
         import tensorflow as tf
 
         try:
-            result = self.function(**inputs)
+            result = self._call_flat(inputs) if self._flat_order is not None else None
+            if result is None:
+                result = self.function(**inputs)
         except tf.errors.OpError as err:
             code = _TF_CODES.get(err.error_code, errors.UNKNOWN)
             raise ServingError(code, self.explain(clean_tf_message(err.message))) from None
         except (TypeError, ValueError) as err:
             raise invalid_argument(self.explain(str(err))) from None
         return {name: tensor.numpy() for name, tensor in result.items()}
+
+    def _call_flat(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        """The same function run without the keyword-binding layer, or None to go the usual way.
+
+        ``function(**inputs)`` spends about 0.2 ms of Python per call binding keywords to
+        the structured signature and converting each array (measured on the digits CNN,
+        where the whole call is 0.6-0.9 ms). Inputs whose dtype and shape fit the
+        signature can go straight to the concrete function's flat call, the step that
+        binding ends in -- the same graph with the same tensors, so the same answers.
+        Anything else (a dtype or shape the signature does not take, so the usual call
+        can word the error; a TensorFlow whose private call changed) takes the usual way.
+        """
+        import tensorflow as tf
+
+        order = self._flat_order
+        assert order is not None
+        args = []
+        for name in order:
+            array = inputs.get(name)
+            spec = self.inputs[name]
+            if (
+                array is None
+                or dtype_of(array) != spec.dtype
+                or not spec.accepts_shape(array.shape)
+            ):
+                return None
+            args.append(tf.constant(array))
+        if len(args) != len(inputs):
+            return None
+        try:
+            result = self.function._call_flat(args, self.function.captured_inputs)
+        except (AttributeError, TypeError):
+            log.warning("Signature %r: flat call failed; using the keyword call", self.name)
+            self._flat_order = None
+            return None
+        if not isinstance(result, Mapping):
+            self._flat_order = None
+            return None
+        return result
 
 
 _TF_CODES = {number: name for name, number in errors.CODE_NUMBER.items()}
@@ -112,6 +156,34 @@ def clean_tf_message(message: str) -> str:
     kept = [line for line in lines if line and not line.startswith(_TF_NOISE)]
     text = " ".join(kept) or message.strip()
     return text.split(" [Op:", 1)[0].strip()
+
+
+def _flat_input_order(function: Any, inputs: Mapping[str, TensorSpec]) -> tuple[str, ...] | None:
+    """The input names in the order ``function`` takes them flat, or None if it cannot.
+
+    Only for functions whose every parameter is one tensor named like its signature
+    input, with the SignatureDef's dtype; the keyword call handles everything else.
+    """
+    try:
+        import tensorflow as tf
+
+        parameters = function.function_type.parameters
+        if not callable(getattr(function, "_call_flat", None)):
+            return None
+        captured = function.captured_inputs
+        flat_inputs = function.inputs
+    except (AttributeError, TypeError):
+        return None
+    names = tuple(parameters)
+    if set(names) != set(inputs) or len(flat_inputs) != len(names) + len(captured):
+        return None
+    for name, parameter in parameters.items():
+        constraint = parameter.type_constraint
+        if not isinstance(constraint, tf.TensorSpec):
+            return None
+        if constraint.dtype.as_datatype_enum != inputs[name].dtype:
+            return None
+    return names
 
 
 def _read_signature_defs(path: Path) -> dict[str, Any]:

@@ -274,6 +274,54 @@ def test_grpc_predict_matches_the_in_process_model(main_server, digits):
     assert list(response.outputs) == ["class_ids"]
 
 
+def test_signatures_called_flat_answer_exactly_like_the_keyword_call(digits, tmp_path):
+    """The server skips the keyword-binding layer of signature calls; answers must not change."""
+    from serving.errors import ServingError
+    from serving.servable import Servable
+
+    exported = export(digits, tmp_path / "models")
+    servable = Servable("digits", exported.version, exported.path)
+    examples = np.empty(3, dtype=object)
+    examples[:] = [example_bytes(row) for row in digits.x[:3]]
+    cases = [
+        ("serving_default", {"image": digits.x[:1]}),
+        ("serving_default", {"image": digits.x[:7]}),
+        ("classification", {"inputs": examples}),
+    ]
+    for name, inputs in cases:
+        sig = servable.signatures[name]
+        assert sig._flat_order == tuple(inputs)
+        flat = sig.call(inputs)
+        keyword = {key: t.numpy() for key, t in sig.function(**inputs).items()}
+        assert flat.keys() == keyword.keys()
+        for key, value in keyword.items():
+            np.testing.assert_array_equal(flat[key], value)
+    sig = servable.signatures["serving_default"]
+    # What the flat call cannot take goes the usual way: converted, or the usual error.
+    doubles = sig.call({"image": digits.x[:2].astype(np.float64)})
+    np.testing.assert_array_equal(
+        doubles["class_ids"], sig.call({"image": digits.x[:2]})["class_ids"]
+    )
+    with pytest.raises(ServingError, match=r"expects inputs \{image: DT_FLOAT \[-1,8,8,1\]\}"):
+        sig.call({"image": digits.x[:1, :, :, 0]})
+    # A TensorFlow whose private flat call changed: back to the keyword call, same answers.
+    expected = sig.call({"image": digits.x[:2]})
+
+    original = sig.function._call_flat
+
+    def changed(tensor_inputs, *positional, **keywords):  # captured_inputs became keyword-only
+        if positional:
+            raise TypeError("_call_flat() takes 2 positional arguments but 3 were given")
+        return original(tensor_inputs, **keywords)
+
+    sig.function._call_flat = changed
+    got = sig.call({"image": digits.x[:2]})
+    assert sig._flat_order is None
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value)
+    servable.close()
+
+
 def test_grpc_classify_metadata_and_status(main_server, digits):
     from tensorflow_serving.apis import (
         classification_pb2,

@@ -304,6 +304,101 @@ def test_batcher_pads_to_allowed_sizes():
     np.testing.assert_array_equal(out["y"][:, 0], [0, 2, 4])
 
 
+def test_full_batch_runs_in_one_call_across_threads_before_its_timeout():
+    calls: list[int] = []
+    params = cfg.BatchingParameters(
+        max_batch_size=4, batch_timeout_micros=30_000_000, num_batch_threads=1
+    )
+    batcher = Batcher(_slow_double(calls=calls), params)
+    barrier = threading.Barrier(4)
+
+    def request(i):
+        barrier.wait(5)
+        return batcher({"x": np.full((1, 2), i, np.float32)})
+
+    try:
+        results, errors = _concurrently(request, 4)
+    finally:
+        batcher.close()
+    # Four single-row requests from four threads: one model call of four rows, run as
+    # soon as the batch was full (a 30 s timeout would have outlasted the joins).
+    assert errors == [None] * 4
+    assert calls == [4]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], [[2.0 * i, 2.0 * i]])
+
+
+def test_batches_running_at_once_are_bounded_by_num_batch_threads():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def run(inputs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return {"y": inputs["x"] + 1}
+
+    params = cfg.BatchingParameters(
+        max_batch_size=1, batch_timeout_micros=0, max_enqueued_batches=100, num_batch_threads=2
+    )
+    batcher = Batcher(run, params)
+    try:
+        results, errors = _concurrently(lambda i: batcher({"x": np.full((1, 1), i)}), 8)
+    finally:
+        batcher.close()
+    assert errors == [None] * 8
+    assert [int(r["y"][0, 0]) for r in results] == [i + 1 for i in range(8)]
+    assert 1 <= most[0] <= 2
+
+
+def test_batch_error_reaches_every_request_in_the_batch():
+    gate = threading.Event()
+
+    def run(inputs):
+        gate.wait(5)
+        raise ValueError("model exploded")
+
+    params = cfg.BatchingParameters(
+        max_batch_size=3, batch_timeout_micros=30_000_000, num_batch_threads=1
+    )
+    batcher = Batcher(run, params)
+    try:
+        timer = threading.Timer(0.2, gate.set)
+        timer.start()
+        results, errors = _concurrently(lambda i: batcher({"x": np.ones((1, 1))}), 3)
+    finally:
+        batcher.close()
+    assert results == [None] * 3
+    assert all(isinstance(e, ServingError) and e.code == "INTERNAL" for e in errors)
+    assert all("ValueError: model exploded" in str(e) for e in errors)
+
+
+def test_close_runs_a_waiting_batch_without_its_timeout():
+    calls: list[int] = []
+    params = cfg.BatchingParameters(
+        max_batch_size=8, batch_timeout_micros=30_000_000, num_batch_threads=1
+    )
+    batcher = Batcher(_slow_double(calls=calls), params)
+    done = threading.Event()
+    out: list = []
+
+    def request():
+        out.append(batcher({"x": np.ones((2, 1), np.float32)}))
+        done.set()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    time.sleep(0.2)  # the request's batch is open, waiting for rows or its 30 s timeout
+    batcher.close()  # as when its version is unloaded
+    assert done.wait(10), "closing must run the queued batch"
+    thread.join(5)
+    assert calls == [2]
+    np.testing.assert_array_equal(out[0]["y"], [[2.0], [2.0]])
+
+
 def test_closed_batcher_still_answers_requests_directly():
     params = cfg.BatchingParameters(max_batch_size=8, num_batch_threads=1)
     batcher = Batcher(_slow_double(), params)
