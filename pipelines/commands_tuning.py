@@ -76,8 +76,9 @@ def _find_parent(cfg: Any, search: str) -> Any:
             runs = (
                 client.search_runs(
                     [exp.experiment_id],
+                    # The chief's run only: trials' child runs carry the search tag too.
                     filter_string=f"tags.`{SEARCH_TAG}` = '{search}' "
-                    "and attributes.status = 'RUNNING'",
+                    "and tags.`kts.tuning.role` = 'chief' and attributes.status = 'RUNNING'",
                     max_results=1,
                 )
                 if exp is not None
