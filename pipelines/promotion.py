@@ -100,7 +100,7 @@ def register(
     ``challenger``, registered for comparison but not served. Returns (version, alias),
     or None when tracking failed (reported; the run goes on).
     """
-    from service.tracking import CHALLENGER, CHAMPION, register_version
+    from service.tracking import CHALLENGER, CHAMPION
 
     alias = CHAMPION if champion else CHALLENGER
     rows = parts.split.validation[:2] if len(parts.split.validation) else parts.split.train[:2]
@@ -113,12 +113,8 @@ def register(
     )
     if model_uri is None:
         return None
-    version = tracker.guarded(
-        "register",
-        register_version,
-        tracker.client,
+    version = tracker.register(
         cfg.registered_name,
-        run_id=tracker.run_id,
         source=model_uri,
         alias=alias,
         tags={

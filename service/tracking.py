@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -290,9 +291,7 @@ class Tracker:
         outputs = {
             k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()
         }
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)  # Model.log writes through the fluent API's store
-        try:
+        with self._fluent_store():
             info = Model.log(
                 artifact_path=None,
                 name="model",
@@ -309,9 +308,37 @@ class Tracker:
                 ],
                 tags={k: str(v) for k, v in tags.items()},
             )
+        return str(info.model_uri)
+
+    @contextmanager
+    def _fluent_store(self) -> Iterator[None]:
+        """MLflow's global tracking URI set to this run's store for the duration.
+
+        `Model.log` and the registry's lookup of a logged model (`models:/m-...`) go
+        through the global store, which may be another one (the fallback store, or the
+        default ``sqlite:///mlflow.db`` while this run records to a server).
+        """
+        import mlflow
+
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            yield
         finally:
             mlflow.set_tracking_uri(previous)
-        return str(info.model_uri)
+
+    def register(
+        self, name: str, *, source: str, alias: str, tags: Mapping[str, Any]
+    ) -> str | None:
+        """`register_version` of ``source`` under ``alias`` in this run's store (guarded)."""
+
+        def call() -> str:
+            with self._fluent_store():
+                return register_version(
+                    self.client, name, run_id=self.run_id, source=source, tags=tags, alias=alias
+                )
+
+        return self._guard("register", call)
 
     def end(self, status: str = "FINISHED") -> None:
         if self._system is not None:

@@ -69,8 +69,9 @@ def entry(name: str) -> Entry:
     try:
         return _REGISTRY[name]
     except KeyError:
+        shown = repr(str(name))[1:-1]  # control characters escaped: the error stays one line
         raise UserError(
-            f"Unknown model `{name}`.{did_you_mean(name, _REGISTRY)} "
+            f"Unknown model `{shown}`.{did_you_mean(name, _REGISTRY)} "
             f"Known models: {', '.join(available())}."
         ) from None
 
