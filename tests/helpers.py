@@ -69,3 +69,35 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def python_c(code: str, *, check: bool = False, timeout: float = 120):
+    """Run ``python -c CODE`` in the repository as a fresh process (import checks)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=kts_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+_CLI_PROBE = """
+import sys
+from pipelines.cli import main
+code = None
+try:
+    code = main({argv!r})
+finally:
+    heavy = sorted(m for m in ("tensorflow", "keras", "mlflow") if m in sys.modules)
+    print("HEAVY=" + ",".join(heavy))
+sys.exit(code)
+"""
+
+
+def kts_probe(argv: Sequence[str]):
+    """``kts ARGV`` in a fresh process whose stdout ends with ``HEAVY=<modules>``: the
+    heavy libraries (tensorflow, keras, mlflow) it imported, empty when none."""
+    return python_c(_CLI_PROBE.format(argv=list(argv)))

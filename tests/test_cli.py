@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.helpers import REPO, kts, kts_env
-
-PROBE = """
-import sys
-from pipelines.cli import main
-code = None
-try:
-    code = main({argv!r})
-finally:
-    heavy = sorted(m for m in ("tensorflow", "keras", "mlflow") if m in sys.modules)
-    print("HEAVY=" + ",".join(heavy))
-sys.exit(code)
-"""
-
-
-def _probe(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", PROBE.format(argv=argv)],
-        cwd=REPO,
-        env=kts_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.helpers import kts, kts_probe
 
 
 def test_help_does_not_import_tensorflow():
-    result = _probe(["--help"])
+    result = kts_probe(["--help"])
     assert result.returncode == 0, result.stderr
     assert "Usage: kts" in result.stdout
     assert "run" in result.stdout
@@ -42,7 +15,7 @@ def test_help_does_not_import_tensorflow():
 
 
 def test_validate_does_not_import_tensorflow():
-    result = _probe(["validate", "pipelines/configs/digits_cnn.yaml"])
+    result = kts_probe(["validate", "pipelines/configs/digits_cnn.yaml"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("HEAVY=")
 

@@ -894,6 +894,26 @@ def _tfjob_processes(objs, tmp_path: Path, uri: str):
     return processes
 
 
+def _wait_for(processes, tmp_path: Path, *, timeout: float = 600):
+    """Wait for ``(role, Popen, log, ...)`` processes (killing any still running after
+    ``timeout``), close their logs; ``(exit codes by role, log tails by role)``."""
+    codes: dict[str, Any] = {}
+    try:
+        for role, proc, *_ in processes:
+            try:
+                codes[role] = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                codes[role] = "timeout"
+    finally:
+        for _, proc, log, *_ in processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    logs = {role: (tmp_path / f"{role}.log").read_text()[-3000:] for role, *_ in processes}
+    return codes, logs
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 def test_tfjob_command_runs_as_two_local_processes(tmp_path):
@@ -901,20 +921,7 @@ def test_tfjob_command_runs_as_two_local_processes(tmp_path):
     objs = render("base")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     processes = _tfjob_processes(objs, tmp_path, uri)
-    codes = {}
-    try:
-        for role, proc, _, _ in processes:
-            try:
-                codes[role] = proc.wait(timeout=600)
-            except subprocess.TimeoutExpired:
-                codes[role] = "timeout"
-    finally:
-        for _, proc, log, _ in processes:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-    logs = {role: (tmp_path / f"{role}.log").read_text()[-3000:] for role, *_ in processes}
+    codes, logs = _wait_for(processes, tmp_path)
     assert codes == {"chief": 0, "worker": 0}, (codes, logs)
     chief = _run_result(tmp_path / "chief.json")
     # One export version, by the chief, on the claim serving reads.
@@ -966,19 +973,10 @@ def test_tuning_jobs_run_as_local_chief_and_worker(tmp_path, mlflow_server):
                 argv, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
             )
             processes.append((role, proc, log, full_env))
-        codes = {}
-        for role, proc, _, _ in processes:
-            try:
-                codes[role] = proc.wait(timeout=600)
-            except subprocess.TimeoutExpired:
-                codes[role] = "timeout"
-    finally:
-        for _, proc, log, _ in processes:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-    logs = {role: (tmp_path / f"{role}.log").read_text()[-3000:] for role, *_ in processes}
+    except BaseException:
+        _wait_for(processes, tmp_path, timeout=0)  # stop what was started
+        raise
+    codes, logs = _wait_for(processes, tmp_path)
     assert codes == {"chief": 0, "worker": 0}, (codes, logs)
     assert processes[1][3]["KERASTUNER_TUNER_ID"] == "tuner-0"
     assert "2/2 trials completed" in logs["chief"], logs

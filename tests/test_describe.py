@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from service.models.describe import (
     describe,
     describe_model,
 )
-from tests.helpers import REPO, assert_user_error, kts, kts_env
+from tests.helpers import assert_user_error, kts, kts_probe
 
 keras = pytest.importorskip("keras")
 
@@ -271,15 +269,6 @@ def test_kts_describe_too_small_input_exits_2(capsys):
     )
 
 
-PROBE = """
-import sys
-from pipelines.cli import main
-code = main({argv!r})
-print("HEAVY=" + ",".join(m for m in ("tensorflow", "keras") if m in sys.modules))
-sys.exit(code)
-"""
-
-
 @pytest.mark.parametrize(
     ("argv", "needles"),
     [
@@ -293,15 +282,7 @@ sys.exit(code)
     ],
 )
 def test_kts_describe_bad_input_exits_2_without_loading_tensorflow(argv, needles):
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(argv=argv)],
-        cwd=REPO,
-        env=kts_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = kts_probe(argv)
     assert_user_error(result, *needles)
     assert result.stdout.rstrip().endswith("HEAVY=")
 

@@ -6,15 +6,12 @@ an entry in `SMALL` fails here, so new models cannot skip the round trip.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from service.errors import UserError
 from service.models import available, build, registry
-from tests.helpers import CONFIGS, REPO, kts_env
+from tests.helpers import CONFIGS, python_c
 
 # The issue's model list: all of it must stay registered.
 ISSUE_MODELS = {
@@ -112,15 +109,7 @@ def test_importing_the_zoo_does_not_import_tensorflow():
         "import sys, service.models as m; m.validate_options('resnet18', {'pooling': 'max'}); "
         "print(len(m.available()), 'tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=REPO,
-        env=kts_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    out = python_c(probe, check=True)
     assert out.stdout.split() == [str(len(available())), "False", "False"]
 
 

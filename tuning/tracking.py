@@ -43,7 +43,7 @@ class TrialTracker:
 
     def children(self) -> list[Any]:
         """The active child runs of the parent (one per trial started)."""
-        found = self.parent._guard(
+        found = self.parent.guarded(
             "search_runs",
             self.parent.client.search_runs,
             [self._exp_id()],
@@ -60,8 +60,8 @@ class TrialTracker:
         client = self.parent.client
         for run in self.children():
             if run.data.tags.get(TRIAL_TAG) == trial_id:
-                self.parent._guard("delete_run", client.delete_run, run.info.run_id)
-        created = self.parent._guard(
+                self.parent.guarded("delete_run", client.delete_run, run.info.run_id)
+        created = self.parent.guarded(
             "create_run",
             client.create_run,
             self._exp_id(),
@@ -85,7 +85,7 @@ class TrialTracker:
         for run in self.children():
             status = statuses.get(run.data.tags.get(TRIAL_TAG, ""))
             if status is not None:
-                self.parent._guard(
+                self.parent.guarded(
                     "set_tag", self.parent.client.set_tag, run.info.run_id, STATUS_TAG, status
                 )
 

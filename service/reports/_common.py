@@ -26,6 +26,21 @@ def check_task(task: str) -> None:
     check_choice("task", task, TASKS)
 
 
+def panel_grid(
+    panels: int, *, max_cols: int, width: float, height: float, title_height: float = 0.4
+):
+    """A figure of ``panels`` axes, at most ``max_cols`` a row, each ``width`` x ``height``
+    inches (plus ``title_height`` for a suptitle); ``(figure, axes)`` with the axes flat in
+    row order and the unused cells of the last row switched off."""
+    cols = min(max_cols, panels)
+    rows = -(-panels // cols)
+    fig = new_figure(width * cols, height * rows + title_height)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
 def new_figure(
     width: float, height: float, *, layout: Literal["constrained"] | None = "constrained"
 ):

@@ -21,6 +21,7 @@ from service.reports._common import (
     mosaic,
     new_figure,
     one_image,
+    panel_grid,
     save,
     show_image,
 )
@@ -310,12 +311,7 @@ def grad_cam(
     heat, ids, probs, used = _grad_cam_batch(
         model, batch, layer_name=layer_name, class_ids=class_ids
     )
-    cols = min(4, len(batch))
-    rows = -(-len(batch) // cols)
-    fig = new_figure(2.6 * cols, 2.7 * rows + 0.4)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(batch) :]:
-        ax.set_axis_off()
+    fig, axes = panel_grid(len(batch), max_cols=4, width=2.6, height=2.7)
     verb = "pred" if class_ids is None else "class"
     im = None
     for i, ax in enumerate(axes[: len(batch)]):

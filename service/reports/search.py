@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.reports._common import new_figure, save
+from service.reports._common import panel_grid, save
 
 STATUS_STYLE = {  # status -> (colour, label); other statuses have no score to draw
     "COMPLETED": ("tab:blue", "completed"),
@@ -58,12 +58,7 @@ def score_vs_hyperparameters(
         pick = max if direction == "max" else min
         best = pick(scored, key=lambda r: float(r["score"]))["trial_id"]
     panels = list(keys) or ["(no hyper-parameters)"]
-    cols = min(3, len(panels))
-    n_rows = -(-len(panels) // cols)
-    fig = new_figure(4.0 * cols, 3.0 * n_rows + 0.5)
-    axes = fig.subplots(n_rows, cols, squeeze=False).ravel()
-    for ax in axes[len(panels) :]:
-        ax.set_axis_off()
+    fig, axes = panel_grid(len(panels), max_cols=3, width=4.0, height=3.0, title_height=0.5)
     rng = np.random.default_rng(0)
     for ax, key in zip(axes, panels, strict=False):
         present = [r for r in scored if key in r.get("values", {})]
