@@ -17,6 +17,7 @@ serves the oracle and workers run the trials.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -115,10 +116,16 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
     tr, va = split.train, split.validation
     epochs = trial_epochs(cfg)
 
+    validated: dict[str, RunConfig] = {}  # a trial's config is built twice (build, fit)
+
     def trial_config(hp: Any) -> RunConfig:
         values = declare(hp, space)
         values.setdefault("training.epochs", epochs)  # schedules span the trial's epochs
-        return apply(cfg, values)
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key not in validated:
+            validated.clear()
+            validated[key] = apply(cfg, values)
+        return validated[key]
 
     def one_hot(trial_cfg: RunConfig) -> int | None:
         return data.num_classes if trial_cfg.training.loss == "categorical_crossentropy" else None
@@ -230,7 +237,8 @@ def _tracked(
             self._child = None
             if trials is not None:
                 values = trial_values(space, trial.hyperparameters.values)
-                self._child = trials.start(trial.trial_id, values)
+                trial_dir = Path(self.get_trial_dir(trial.trial_id))
+                self._child = trials.start(trial.trial_id, values, trial_dir)
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             values = trial.hyperparameters.values
@@ -459,7 +467,16 @@ def run_search(
     trials = TrialTracker(tracker, search_id(cfg)) if tracker is not None else None
     hypermodel = make_hypermodel(cfg, data, split, build_model)
     tuner = make_tuner(cfg, hypermodel, trials, fold_rows)
-    tuner.search(epochs=trial_epochs(cfg), verbose=0, callbacks=list(callbacks or []))
+    # Everything alive now (TensorFlow, the data) outlives the search: keep it out of
+    # the garbage collector's scans. Keras-Tuner collects twice before every build and
+    # a full collection otherwise walks TensorFlow's whole heap (0.5-4 s each, most of
+    # a small trial's overhead). The trials' own garbage is still collected; garbage
+    # frozen here (no collection first: that alone cost seconds) is freed after.
+    gc.freeze()
+    try:
+        tuner.search(epochs=trial_epochs(cfg), verbose=0, callbacks=list(callbacks or []))
+    finally:
+        gc.unfreeze()
     if is_worker():
         return SearchResult(cfg, {}, None, None, [], str(search_dir(cfg)))
     oracle = tuner.oracle
