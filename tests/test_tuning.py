@@ -423,7 +423,7 @@ def test_kfold_refuses_time_ordered_data(tmp_path):
 
 # ----------------------------------------------- k-fold, Hyperband, picture
 def _mlp_search(tmp_path: Path, mlflow_uri: str, experiment: str, **tuning):
-    """A tiny tracked search on digits with an MLP; returns (result, tracker, cfg)."""
+    """A tiny tracked search on digits with an MLP: (result, tracker, (cfg, data, parts))."""
     from pipelines import steps
     from service.config import validate
     from service.tracking import Tracker
@@ -452,7 +452,7 @@ def _mlp_search(tmp_path: Path, mlflow_uri: str, experiment: str, **tuning):
     )
     result = run_search(cfg, dataset, parts.split, build_model=steps.build_model, tracker=tracker)
     tracker.end()
-    return result, tracker, (dataset, parts)
+    return result, tracker, (cfg, dataset, parts)
 
 
 def _children(tracker) -> list:
@@ -464,9 +464,9 @@ def _children(tracker) -> list:
 
 
 def test_kfold_records_one_score_per_fold(tmp_path, mlflow_server, keras_seed):
-    from service.data.split import kfold
+    from tuning.search import folds
 
-    result, tracker, (dataset, parts) = _mlp_search(
+    result, tracker, (cfg, dataset, parts) = _mlp_search(
         tmp_path, mlflow_server, "kfold", kfold=3, max_trials=1, epochs=1
     )
     children = _children(tracker)
@@ -481,12 +481,15 @@ def test_kfold_records_one_score_per_fold(tmp_path, mlflow_server, keras_seed):
         for fold in range(3):
             epochs = tracker.client.get_metric_history(child.info.run_id, f"fold{fold}_loss")
             assert [m.step for m in epochs] == [0]
-    # The folds cover train + validation (never test), stratified like the split.
+    # The search's folds score every train + validation row once and never a test row.
     rows = np.sort(np.concatenate([parts.split.train, parts.split.validation]))
-    folds = kfold(dataset.y, rows, k=3, seed=7, stratify=True)
-    scored = np.sort(np.concatenate([score for _, score in folds]))
+    fold_rows = folds(cfg, dataset, parts.split)
+    assert len(fold_rows) == 3
+    scored = np.sort(np.concatenate([score for _, score in fold_rows]))
     np.testing.assert_array_equal(scored, rows)
     assert not set(parts.split.test) & set(scored)
+    for fit, score in fold_rows:  # stratified: each fold holds every class
+        assert set(dataset.y[score]) == set(dataset.y[fit]) == set(range(10))
     assert result.best_epochs == 1
 
 
