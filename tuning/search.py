@@ -447,13 +447,8 @@ def run_search(
     *,
     build_model: BuildFn,
     tracker: Any = None,
-    callbacks: list | None = None,
 ) -> SearchResult:
     """Search, then return the best trial's config (the configured one if none finished).
-
-    ``callbacks`` (Keras callbacks) join every fit of every trial; Keras-Tuner
-    deep-copies them for each fit, so one that collects across trials must keep its
-    results outside the instance.
 
     With a ``tracker`` (the pipeline's run), every trial is a child run of it and it
     gets the best trial, a trials table and a picture of the score against each
@@ -474,7 +469,7 @@ def run_search(
     # frozen here (no collection first: that alone cost seconds) is freed after.
     gc.freeze()
     try:
-        tuner.search(epochs=trial_epochs(cfg), verbose=0, callbacks=list(callbacks or []))
+        tuner.search(epochs=trial_epochs(cfg), verbose=0)
     finally:
         gc.unfreeze()
     if is_worker():
