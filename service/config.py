@@ -371,8 +371,9 @@ class TuningConfig(Section):
 
     - ``retrain_train_val`` (default): fit the best configuration from scratch on
       train + validation for the best trial's best epoch count (its best epoch by
-      `objective`, counted from epoch 1; the mean over folds with `kfold`), with no
-      early stopping, as there is no held-out data left to stop on.
+      `training.early_stopping.monitor`, counted from epoch 1; the mean over folds
+      with `kfold`), with no early stopping, as there is no held-out data left to
+      stop on.
     - ``retrain``: fit the best configuration on train, early stopping on validation,
       as a run without tuning would.
     - ``best_weights``: no further fitting: the best trial's checkpoint (its best

@@ -597,11 +597,22 @@ def test_the_run_model_after_the_search(tmp_path, final, mlflow_server, keras_se
 
     assert accuracy(split.test) == pytest.approx(summary.metrics["test_accuracy"], abs=1e-9)
     if final == "retrain_train_val":
-        # Fitted on train + validation for the best trial's epoch count: no
-        # validation curve, exactly that many epochs, no early stopping.
+        # Fitted on train + validation for as many epochs as the best trial needed to
+        # reach its lowest val_loss: no validation curve, no early stopping.
         assert tags["kts.tuning.final_rows"] == "train+validation"
-        assert int(tags["kts.tuning.final_epochs"]) == best == summary.epochs_run
-        assert sorted(loss_steps) == list(range(best))
+        best_child = next(
+            c
+            for c in _children_of(client, parent)
+            if c.data.tags["kts.trial_id"] == tags["kts.tuning.best_trial"]
+        )
+        trial_val_loss = sorted(
+            client.get_metric_history(best_child.info.run_id, "val_loss"), key=lambda m: m.step
+        )
+        losses = [m.value for m in trial_val_loss]
+        epochs = losses.index(min(losses)) + 1
+        assert int(tags["kts.tuning.final_epochs"]) == epochs == summary.epochs_run
+        assert "best val_loss epoch" in tags["kts.tuning.final_epochs_from"]
+        assert sorted(loss_steps) == list(range(epochs))
         assert val_steps == []
     elif final == "best_weights":
         # No fitting: the exported model is the best trial's checkpoint, so it scores

@@ -44,7 +44,8 @@ class SearchResult:
     ``best_epochs`` is how many epochs of training are behind the best trial's best
     checkpoint (1-based; for a Hyperband trial continued from an earlier round, the
     earlier trials' epochs included; with k-fold, Keras-Tuner's mean over the folds,
-    rounded down). ``best_model`` (the best trial's checkpoint, compiled) and
+    rounded down). ``retrain_epochs`` is how long `retrain_train_val` trains (see
+    `retrain_epochs`) and ``retrain_epochs_from`` says why. ``best_model`` (the best trial's checkpoint, compiled) and
     ``best_history`` (that trial's per-epoch logs) are filled when `tuning.final`
     is ``best_weights``.
     """
@@ -56,6 +57,8 @@ class SearchResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     directory: str = ""
     best_epochs: int | None = None
+    retrain_epochs: int | None = None
+    retrain_epochs_from: str = ""
     best_history: dict[str, list[float]] | None = None
     best_model: Any = None
 
@@ -418,17 +421,56 @@ def trained_epochs(oracle: Any, trial: Any) -> int:
     return epochs
 
 
+def _histories(tuner: Any, trial: Any) -> list[dict[str, list[float]]]:
+    """The per-epoch logs of each fit of ``trial`` (none if another machine ran it)."""
+    path = Path(tuner.get_trial_dir(trial.trial_id), HISTORY_FILE)
+    try:
+        return list(json.loads(path.read_text())["histories"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def retrain_epochs(cfg: RunConfig, tuner: Any, trial: Any) -> tuple[int, str]:
+    """How long `tuning.final: retrain_train_val` trains, and where that number comes from.
+
+    The epoch at which ``trial`` was best by `training.early_stopping.monitor`
+    (``val_loss`` by default: what early stopping would have restored; the mean over
+    folds, rounded), counted from 1 with a Hyperband trial's earlier rounds. A
+    saturating objective such as ``val_accuracy`` ties early on small validation
+    sets, which would cut the final training short. Without the trial's logs (run on
+    another machine) or that metric: `trained_epochs`, the objective's best epoch.
+    """
+    assert cfg.tuning is not None
+    monitor = cfg.training.early_stopping.monitor
+    higher = "acc" in monitor or "auc" in monitor  # as steps.train and Keras decide
+    picks = []
+    for history in _histories(tuner, trial):
+        values = history.get(monitor) or []
+        if values:
+            best = max(values) if higher else min(values)
+            picks.append(values.index(best))
+    if not picks:
+        return (
+            trained_epochs(tuner.oracle, trial),
+            f"trial {trial.trial_id}: best {cfg.tuning.objective.metric} epoch",
+        )
+    previous = trial.hyperparameters.values.get("tuner/trial_id")
+    before = (
+        trained_epochs(tuner.oracle, tuner.oracle.trials[previous])
+        if previous and previous in tuner.oracle.trials
+        else 0
+    )
+    epochs = before + round(sum(picks) / len(picks)) + 1
+    return epochs, f"trial {trial.trial_id}: best {monitor} epoch"
+
+
 def best_trial_history(tuner: Any, trial: Any, objective: Any) -> dict[str, list[float]]:
     """The per-epoch logs of the fit that produced ``trial``'s best checkpoint.
 
     Falls back to the oracle's best-epoch metrics (one epoch) when the trial's
     history file is not on this machine (a worker elsewhere ran it).
     """
-    path = Path(tuner.get_trial_dir(trial.trial_id), HISTORY_FILE)
-    try:
-        histories = json.loads(path.read_text())["histories"]
-    except (OSError, ValueError, KeyError):
-        histories = []
+    histories = _histories(tuner, trial)
     scored = [h for h in histories if h.get(objective.metric)]
     if scored:
         pick = max if objective.direction == "max" else min
@@ -506,6 +548,7 @@ def run_search(
         str(search_dir(cfg)),
         best_epochs=best["epochs"],
     )
+    result.retrain_epochs, result.retrain_epochs_from = retrain_epochs(cfg, tuner, top)
     if cfg.tuning.final == "best_weights":
         result.best_model = tuner.load_model(top)
         result.best_history = best_trial_history(tuner, top, cfg.tuning.objective)
