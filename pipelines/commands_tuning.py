@@ -113,7 +113,10 @@ def _tune(config: Path, overrides: tuple[str, ...], role: str) -> None:
     from tuning.search import run_search, search_id
     from tuning.tracking import SEARCH_TAG
 
-    configure(seed=cfg.seed, precision=cfg.training.precision, distribution="none")
+    # A worker's trials use the configured strategy (several GPUs of one pod: mirrored);
+    # the chief only serves the oracle.
+    distribution = cfg.training.distribution if role == "worker" else "none"
+    runtime = configure(seed=cfg.seed, precision=cfg.training.precision, distribution=distribution)
     data = steps.ingest(cfg)
     parts = steps.split(cfg, data)
     search = search_id(cfg)
@@ -131,7 +134,14 @@ def _tune(config: Path, overrides: tuple[str, ...], role: str) -> None:
         else:
             tracker = _find_parent(cfg, search)
     try:
-        result = run_search(cfg, data, parts.split, build_model=steps.build_model, tracker=tracker)
+        result = run_search(
+            cfg,
+            data,
+            parts.split,
+            build_model=steps.build_model,
+            tracker=tracker,
+            strategy=runtime.distributed_strategy,
+        )
     except BaseException:
         if tracker is not None and role == "chief":
             tracker.end("FAILED")

@@ -299,7 +299,12 @@ class Pipeline:
         from tuning.space import apply
 
         result = run_search(
-            self.cfg, data, parts.split, build_model=steps.build_model, tracker=self.tracker
+            self.cfg,
+            data,
+            parts.split,
+            build_model=steps.build_model,
+            tracker=self.tracker,
+            strategy=self.runtime.distributed_strategy,
         )
         cfg = result.config
         assert cfg.tuning is not None
@@ -318,15 +323,15 @@ class Pipeline:
             )
         elif final == "retrain_train_val":
             # No held-out rows are left to stop on: train as long as the best trial
-            # needed to reach its best epoch (result.best_epochs), no early stopping.
-            epochs = int(result.best_epochs or cfg.training.epochs)
+            # needed to reach its best epoch (result.retrain_epochs), no early stopping.
+            epochs = int(result.retrain_epochs or cfg.training.epochs)
             cfg = apply(cfg, {"training.epochs": epochs, "training.early_stopping.enabled": False})
             rows = np.sort(np.concatenate([parts.split.train, parts.split.validation]))
             trained = steps.train(cfg, data, parts, fit_rows=rows, **train)
             tags.update(
                 {
                     "kts.tuning.final_epochs": epochs,
-                    "kts.tuning.final_epochs_from": f"trial {result.best_trial_id} best epoch",
+                    "kts.tuning.final_epochs_from": result.retrain_epochs_from,
                     "kts.tuning.final_rows": "train+validation",
                 }
             )

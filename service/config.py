@@ -46,7 +46,6 @@ class SplitConfig(Section):
     test: float = Field(0.15, gt=0)
     stratify: bool = True
     ordered: bool | None = None
-    kfold: int | None = Field(None, ge=2, le=100)
 
     @property
     def uses_counts(self) -> bool:
@@ -376,8 +375,9 @@ class TuningConfig(Section):
 
     - ``retrain_train_val`` (default): fit the best configuration from scratch on
       train + validation for the best trial's best epoch count (its best epoch by
-      `objective`, counted from epoch 1; the mean over folds with `kfold`), with no
-      early stopping, as there is no held-out data left to stop on.
+      `training.early_stopping.monitor`, counted from epoch 1; the mean over folds
+      with `kfold`), with no early stopping, as there is no held-out data left to
+      stop on.
     - ``retrain``: fit the best configuration on train, early stopping on validation,
       as a run without tuning would.
     - ``best_weights``: no further fitting: the best trial's checkpoint (its best
@@ -579,6 +579,18 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _tuning_space(self) -> RunConfig:
         _check_space_keys(self)
+        if self.tuning is not None and self.tuning.enabled:
+            if self.training.distribution == "multi_worker":
+                # Every worker of a multi-worker run would run its own search, each
+                # trial a collective fit the others are not in: trials are spread over
+                # processes by Keras-Tuner's chief and workers instead.
+                raise UserError(
+                    "Invalid value for `training.distribution`: received 'multi_worker' "
+                    "with `tuning.enabled` true; expected 'auto', 'none' or 'mirrored' for a "
+                    "search (spread trials over processes with `kts tune-chief` and "
+                    "`kts tune-worker`), or --set tuning.enabled=false to train one model "
+                    "on several workers."
+                )
         return self
 
     @property

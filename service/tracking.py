@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -156,12 +156,44 @@ class Tracker:
                 )
             return None
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
+    def log_batch(
+        self,
+        *,
+        params: Sequence[Any] = (),
+        metrics: Sequence[Any] = (),
+        tags: Sequence[Any] = (),
+        background: bool = False,
+    ) -> None:
+        """One MLflow ``log_batch`` of entity objects; ``background`` returns at once
+        and the call is awaited by `flush` (and `end`)."""
+        if not background:
+            self._guard(
+                "log_batch",
+                self.client.log_batch,
+                self.run_id,
+                params=list(params),
+                metrics=list(metrics),
+                tags=list(tags),
+            )
+            return
+        op = self._guard(
+            "log_batch",
+            self.client.log_batch,
+            self.run_id,
+            params=list(params),
+            metrics=list(metrics),
+            tags=list(tags),
+            synchronous=False,
+        )
+        if op is not None:
+            self._pending.append(op)
+
+    def log_params(self, params: Mapping[str, Any], *, background: bool = False) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self._guard("log_params", self.client.log_batch, self.run_id, params=items[i : i + 100])
+            self.log_batch(params=items[i : i + 100], background=background)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, *, background: bool = False
@@ -175,20 +207,13 @@ class Tracker:
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        if background:
-            op = self._guard(
-                "log_metrics", self.client.log_batch, self.run_id, metrics=items, synchronous=False
-            )
-            if op is not None:
-                self._pending.append(op)
-        else:
-            self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+        self.log_batch(metrics=items, background=background)
 
     def flush(self) -> None:
         """Wait for background logging calls to finish."""
         pending, self._pending = self._pending, []
         for op in pending:
-            self._guard("log_metrics", op.wait)
+            self._guard("log_batch", op.wait)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

@@ -182,6 +182,34 @@ def test_each_tuner_runs_a_tiny_search(tmp_path, tuner, keras_seed):
     assert (Path(result.directory)).is_dir()
 
 
+def test_trials_and_the_best_model_are_built_in_the_runs_strategy(tmp_path, keras_seed):
+    import tensorflow as tf
+
+    from pipelines import steps
+    from service.config import validate
+    from tuning.search import run_search
+
+    space = {"model.units": {"type": "choice", "values": [[8], [16]]}}
+    data = _config(tmp_path, space=space, tuner="random", max_trials=1, epochs=1)
+    data["model"] = {"type": "mlp", "units": [8]}
+    data["training"]["epochs"] = 1
+    data["tuning"]["final"] = "best_weights"
+    data["work_dir"] = str(tmp_path / "runs")
+    cfg = validate(data)
+    dataset = steps.ingest(cfg)
+    parts = steps.split(cfg, dataset)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    result = run_search(
+        cfg, dataset, parts.split, build_model=steps.build_model, strategy=strategy
+    )
+
+    assert result.best_trial_id is not None, result.trials
+    kinds = {type(w.value).__name__ for w in result.best_model.weights}
+    assert kinds == {"MirroredVariable"}, kinds
+    x = dataset.x[parts.split.test[:4]].astype("float32")
+    assert result.best_model.predict(x, verbose=0).shape == (4, result.best_model.output_shape[-1])
+
+
 # -------------------------------------------------- kts run, killed and resumed
 def _trial_files(tmp_path: Path) -> dict[str, dict]:
     found = {}
@@ -393,6 +421,26 @@ def test_invalid_tuning_options_are_one_line_user_errors(tmp_path, tuning, needl
     assert_user_error(result, *needles)
 
 
+def test_a_search_refuses_multi_worker_training(tmp_path):
+    # Each worker would run its own search; trials spread with tune-chief/tune-worker.
+    path = _write(tmp_path, _config(tmp_path))
+    result = kts(
+        ["validate", str(path), "--set", "training.distribution=multi_worker"],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert_user_error(
+        result, "`training.distribution`", "'multi_worker'", "tune-chief", "tuning.enabled=false"
+    )
+    switched_off = kts(
+        ["validate", str(path), "--set", "training.distribution=multi_worker", "--set",
+         "tuning.enabled=false"],
+        cwd=tmp_path,
+        timeout=120,
+    )  # fmt: skip
+    assert switched_off.returncode == 0, switched_off.stderr
+
+
 def test_tuning_can_be_switched_off_from_the_command_line(tmp_path):
     from service.config import load_config
 
@@ -423,7 +471,7 @@ def test_kfold_refuses_time_ordered_data(tmp_path):
 
 # ----------------------------------------------- k-fold, Hyperband, picture
 def _mlp_search(tmp_path: Path, mlflow_uri: str, experiment: str, **tuning):
-    """A tiny tracked search on digits with an MLP; returns (result, tracker, cfg)."""
+    """A tiny tracked search on digits with an MLP: (result, tracker, (cfg, data, parts))."""
     from pipelines import steps
     from service.config import validate
     from service.tracking import Tracker
@@ -452,7 +500,7 @@ def _mlp_search(tmp_path: Path, mlflow_uri: str, experiment: str, **tuning):
     )
     result = run_search(cfg, dataset, parts.split, build_model=steps.build_model, tracker=tracker)
     tracker.end()
-    return result, tracker, (dataset, parts)
+    return result, tracker, (cfg, dataset, parts)
 
 
 def _children(tracker) -> list:
@@ -464,9 +512,9 @@ def _children(tracker) -> list:
 
 
 def test_kfold_records_one_score_per_fold(tmp_path, mlflow_server, keras_seed):
-    from service.data.split import kfold
+    from tuning.search import folds
 
-    result, tracker, (dataset, parts) = _mlp_search(
+    result, tracker, (cfg, dataset, parts) = _mlp_search(
         tmp_path, mlflow_server, "kfold", kfold=3, max_trials=1, epochs=1
     )
     children = _children(tracker)
@@ -481,12 +529,15 @@ def test_kfold_records_one_score_per_fold(tmp_path, mlflow_server, keras_seed):
         for fold in range(3):
             epochs = tracker.client.get_metric_history(child.info.run_id, f"fold{fold}_loss")
             assert [m.step for m in epochs] == [0]
-    # The folds cover train + validation (never test), stratified like the split.
+    # The search's folds score every train + validation row once and never a test row.
     rows = np.sort(np.concatenate([parts.split.train, parts.split.validation]))
-    folds = kfold(dataset.y, rows, k=3, seed=7, stratify=True)
-    scored = np.sort(np.concatenate([score for _, score in folds]))
+    fold_rows = folds(cfg, dataset, parts.split)
+    assert len(fold_rows) == 3
+    scored = np.sort(np.concatenate([score for _, score in fold_rows]))
     np.testing.assert_array_equal(scored, rows)
     assert not set(parts.split.test) & set(scored)
+    for fit, score in fold_rows:  # stratified: each fold holds every class
+        assert set(dataset.y[score]) == set(dataset.y[fit]) == set(range(10))
     assert result.best_epochs == 1
 
 
@@ -594,11 +645,22 @@ def test_the_run_model_after_the_search(tmp_path, final, mlflow_server, keras_se
 
     assert accuracy(split.test) == pytest.approx(summary.metrics["test_accuracy"], abs=1e-9)
     if final == "retrain_train_val":
-        # Fitted on train + validation for the best trial's epoch count: no
-        # validation curve, exactly that many epochs, no early stopping.
+        # Fitted on train + validation for as many epochs as the best trial needed to
+        # reach its lowest val_loss: no validation curve, no early stopping.
         assert tags["kts.tuning.final_rows"] == "train+validation"
-        assert int(tags["kts.tuning.final_epochs"]) == best == summary.epochs_run
-        assert sorted(loss_steps) == list(range(best))
+        best_child = next(
+            c
+            for c in _children_of(client, parent)
+            if c.data.tags["kts.trial_id"] == tags["kts.tuning.best_trial"]
+        )
+        trial_val_loss = sorted(
+            client.get_metric_history(best_child.info.run_id, "val_loss"), key=lambda m: m.step
+        )
+        losses = [m.value for m in trial_val_loss]
+        epochs = losses.index(min(losses)) + 1
+        assert int(tags["kts.tuning.final_epochs"]) == epochs == summary.epochs_run
+        assert "best val_loss epoch" in tags["kts.tuning.final_epochs_from"]
+        assert sorted(loss_steps) == list(range(epochs))
         assert val_steps == []
     elif final == "best_weights":
         # No fitting: the exported model is the best trial's checkpoint, so it scores

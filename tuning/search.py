@@ -17,6 +17,7 @@ serves the oracle and workers run the trials.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -43,7 +44,8 @@ class SearchResult:
     ``best_epochs`` is how many epochs of training are behind the best trial's best
     checkpoint (1-based; for a Hyperband trial continued from an earlier round, the
     earlier trials' epochs included; with k-fold, Keras-Tuner's mean over the folds,
-    rounded down). ``best_model`` (the best trial's checkpoint, compiled) and
+    rounded down). ``retrain_epochs`` is how long `retrain_train_val` trains (see
+    `retrain_epochs`) and ``retrain_epochs_from`` says why. ``best_model`` (the best trial's checkpoint, compiled) and
     ``best_history`` (that trial's per-epoch logs) are filled when `tuning.final`
     is ``best_weights``.
     """
@@ -55,6 +57,8 @@ class SearchResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     directory: str = ""
     best_epochs: int | None = None
+    retrain_epochs: int | None = None
+    retrain_epochs_from: str = ""
     best_history: dict[str, list[float]] | None = None
     best_model: Any = None
 
@@ -115,10 +119,16 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
     tr, va = split.train, split.validation
     epochs = trial_epochs(cfg)
 
+    validated: dict[str, RunConfig] = {}  # a trial's config is built twice (build, fit)
+
     def trial_config(hp: Any) -> RunConfig:
         values = declare(hp, space)
         values.setdefault("training.epochs", epochs)  # schedules span the trial's epochs
-        return apply(cfg, values)
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key not in validated:
+            validated.clear()
+            validated[key] = apply(cfg, values)
+        return validated[key]
 
     def one_hot(trial_cfg: RunConfig) -> int | None:
         return data.num_classes if trial_cfg.training.loss == "categorical_crossentropy" else None
@@ -235,7 +245,8 @@ def _tracked(
             self._child = None
             if trials is not None:
                 values = trial_values(space, trial.hyperparameters.values)
-                self._child = trials.start(trial.trial_id, values)
+                trial_dir = Path(self.get_trial_dir(trial.trial_id))
+                self._child = trials.start(trial.trial_id, values, trial_dir)
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             values = trial.hyperparameters.values
@@ -313,10 +324,13 @@ def make_tuner(
     hypermodel: Any,
     trials: TrialTracker | None = None,
     fold_rows: list | None = None,
+    *,
+    strategy: Any = None,
 ) -> Any:
     """The configured Keras-Tuner tuner, its state under `search_dir` (resumed, not overwritten).
 
-    ``fold_rows`` (from `folds`) makes every trial a k-fold cross-validation.
+    ``fold_rows`` (from `folds`) makes every trial a k-fold cross-validation;
+    ``strategy`` is Keras-Tuner's ``distribution_strategy`` (models built in its scope).
     """
     import keras_tuner
 
@@ -331,6 +345,7 @@ def make_tuner(
         "seed": cfg.seed if tuning.seed is None else tuning.seed,
         "max_retries_per_trial": 0,
         "max_consecutive_failed_trials": tuning.max_consecutive_failed_trials,
+        "distribution_strategy": strategy,
     }
     bases = {
         "random": keras_tuner.RandomSearch,
@@ -415,17 +430,56 @@ def trained_epochs(oracle: Any, trial: Any) -> int:
     return epochs
 
 
+def _histories(tuner: Any, trial: Any) -> list[dict[str, list[float]]]:
+    """The per-epoch logs of each fit of ``trial`` (none if another machine ran it)."""
+    path = Path(tuner.get_trial_dir(trial.trial_id), HISTORY_FILE)
+    try:
+        return list(json.loads(path.read_text())["histories"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def retrain_epochs(cfg: RunConfig, tuner: Any, trial: Any) -> tuple[int, str]:
+    """How long `tuning.final: retrain_train_val` trains, and where that number comes from.
+
+    The epoch at which ``trial`` was best by `training.early_stopping.monitor`
+    (``val_loss`` by default: what early stopping would have restored; the mean over
+    folds, rounded), counted from 1 with a Hyperband trial's earlier rounds. A
+    saturating objective such as ``val_accuracy`` ties early on small validation
+    sets, which would cut the final training short. Without the trial's logs (run on
+    another machine) or that metric: `trained_epochs`, the objective's best epoch.
+    """
+    assert cfg.tuning is not None
+    monitor = cfg.training.early_stopping.monitor
+    higher = "acc" in monitor or "auc" in monitor  # as steps.train and Keras decide
+    picks = []
+    for history in _histories(tuner, trial):
+        values = history.get(monitor) or []
+        if values:
+            best = max(values) if higher else min(values)
+            picks.append(values.index(best))
+    if not picks:
+        return (
+            trained_epochs(tuner.oracle, trial),
+            f"trial {trial.trial_id}: best {cfg.tuning.objective.metric} epoch",
+        )
+    previous = trial.hyperparameters.values.get("tuner/trial_id")
+    before = (
+        trained_epochs(tuner.oracle, tuner.oracle.trials[previous])
+        if previous and previous in tuner.oracle.trials
+        else 0
+    )
+    epochs = before + round(sum(picks) / len(picks)) + 1
+    return epochs, f"trial {trial.trial_id}: best {monitor} epoch"
+
+
 def best_trial_history(tuner: Any, trial: Any, objective: Any) -> dict[str, list[float]]:
     """The per-epoch logs of the fit that produced ``trial``'s best checkpoint.
 
     Falls back to the oracle's best-epoch metrics (one epoch) when the trial's
     history file is not on this machine (a worker elsewhere ran it).
     """
-    path = Path(tuner.get_trial_dir(trial.trial_id), HISTORY_FILE)
-    try:
-        histories = json.loads(path.read_text())["histories"]
-    except (OSError, ValueError, KeyError):
-        histories = []
+    histories = _histories(tuner, trial)
     scored = [h for h in histories if h.get(objective.metric)]
     if scored:
         pick = max if objective.direction == "max" else min
@@ -444,27 +498,34 @@ def run_search(
     *,
     build_model: BuildFn,
     tracker: Any = None,
-    callbacks: list | None = None,
+    strategy: Any = None,
 ) -> SearchResult:
     """Search, then return the best trial's config (the configured one if none finished).
-
-    ``callbacks`` (Keras callbacks) join every fit of every trial; Keras-Tuner
-    deep-copies them for each fit, so one that collects across trials must keep its
-    results outside the instance.
 
     With a ``tracker`` (the pipeline's run), every trial is a child run of it and it
     gets the best trial, a trials table and a picture of the score against each
     hyper-parameter. A Hyperband trial that no later round continued is marked
     ``PRUNED`` (table and child-run tag ``kts.trial_status``). In Keras-Tuner's
     distributed mode the chief only serves the oracle (this returns when the workers
-    are done) and a worker only runs trials.
+    are done) and a worker only runs trials. ``strategy`` (a `tf.distribute`
+    strategy, e.g. mirrored over a host's GPUs) is where every trial's model, and the
+    best trial's reloaded model, are built.
     """
     assert cfg.tuning is not None
     fold_rows = folds(cfg, data, split)
     trials = TrialTracker(tracker, search_id(cfg)) if tracker is not None else None
     hypermodel = make_hypermodel(cfg, data, split, build_model)
-    tuner = make_tuner(cfg, hypermodel, trials, fold_rows)
-    tuner.search(epochs=trial_epochs(cfg), verbose=0, callbacks=list(callbacks or []))
+    tuner = make_tuner(cfg, hypermodel, trials, fold_rows, strategy=strategy)
+    # Everything alive now (TensorFlow, the data) outlives the search: keep it out of
+    # the garbage collector's scans. Keras-Tuner collects twice before every build and
+    # a full collection otherwise walks TensorFlow's whole heap (0.5-4 s each, most of
+    # a small trial's overhead). The trials' own garbage is still collected; garbage
+    # frozen here (no collection first: that alone cost seconds) is freed after.
+    gc.freeze()
+    try:
+        tuner.search(epochs=trial_epochs(cfg), verbose=0)
+    finally:
+        gc.unfreeze()
     if is_worker():
         return SearchResult(cfg, {}, None, None, [], str(search_dir(cfg)))
     oracle = tuner.oracle
@@ -499,6 +560,7 @@ def run_search(
         str(search_dir(cfg)),
         best_epochs=best["epochs"],
     )
+    result.retrain_epochs, result.retrain_epochs_from = retrain_epochs(cfg, tuner, top)
     if cfg.tuning.final == "best_weights":
         result.best_model = tuner.load_model(top)
         result.best_history = best_trial_history(tuner, top, cfg.tuning.objective)

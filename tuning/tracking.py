@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,26 +42,43 @@ class TrialTracker:
             self._experiment_id = run.info.experiment_id
         return self._experiment_id
 
-    def children(self) -> list[Any]:
-        """The active child runs of the parent (one per trial started)."""
+    def children(self, trial_id: str | None = None) -> list[Any]:
+        """The active child runs of the parent (one per trial started), or of one trial."""
+        where = f"tags.mlflow.parentRunId = '{self.parent.run_id}'"
+        if trial_id is not None:
+            where += f" and tags.`{TRIAL_TAG}` = '{trial_id}'"
         found = self.parent.guarded(
             "search_runs",
             self.parent.client.search_runs,
             [self._exp_id()],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent.run_id}'",
+            filter_string=where,
             max_results=5000,
         )
         return list(found or [])
 
-    def start(self, trial_id: str, params: Mapping[str, Any]) -> Tracker | None:
+    def start(
+        self, trial_id: str, params: Mapping[str, Any], trial_dir: Path | None = None
+    ) -> Tracker | None:
         """A tracker on a fresh child run for ``trial_id`` (an unfinished one is replaced).
 
-        None when the child run could not be created (tracking never stops a search).
+        ``trial_dir`` (the tuner's folder of the trial) remembers the child run's id,
+        so a trial run again after a kill replaces its unfinished run without
+        searching the parent's children (one request fewer per trial); without it,
+        or if a kill came between creating the run and remembering it, they are
+        searched. The params are sent in the background (awaited when the trial
+        ends). None when the child run could not be created (tracking never stops a
+        search).
         """
         client = self.parent.client
-        for run in self.children():
-            if run.data.tags.get(TRIAL_TAG) == trial_id:
+        known = trial_dir / "kts_child_run" if trial_dir is not None else None
+        pending = trial_dir / "kts_child_pending" if trial_dir is not None else None
+        if known is not None and known.is_file():
+            self.parent.guarded("delete_run", client.delete_run, known.read_text().strip())
+        elif pending is None or pending.is_file():
+            for run in self.children(trial_id):
                 self.parent.guarded("delete_run", client.delete_run, run.info.run_id)
+        if pending is not None:
+            pending.write_text(trial_id)
         created = self.parent.guarded(
             "create_run",
             client.create_run,
@@ -76,8 +94,11 @@ class TrialTracker:
         )
         if created is None:
             return None
+        if known is not None and pending is not None:
+            known.write_text(created.info.run_id)
+            pending.unlink(missing_ok=True)
         child = Tracker(client, created.info.run_id, self.parent.experiment, self.parent.uri, "")
-        child.log_params(params)
+        child.log_params(params, background=True)  # awaited by end() (Tracker.flush)
         return child
 
     def set_status(self, statuses: Mapping[str, str]) -> None:
@@ -91,15 +112,23 @@ class TrialTracker:
 
     @staticmethod
     def end(child: Tracker, *, status: str, score: float | None, message: str = "") -> None:
-        """Record a trial's outcome; KT's COMPLETED is FINISHED in MLflow, others FAILED."""
-        tags: dict[str, Any] = {STATUS_TAG: status}
+        """Record a trial's outcome; KT's COMPLETED is FINISHED in MLflow, others FAILED.
+
+        Tags and score go in one background request while the run is closed, and both
+        are done when this returns (a trial's tracking is part of the search's
+        overhead, see bench/tuning_overhead.py).
+        """
+        from mlflow.entities import Metric, RunTag
+
+        tags = [RunTag(STATUS_TAG, status)]
         if message:
-            tags["kts.trial_message"] = message[-4000:]
-        child.set_tags(tags)
-        if score is not None:
-            child.log_metrics({"score": score})
-        child.flush()
-        child.end("FINISHED" if status == "COMPLETED" else "FAILED")
+            tags.append(RunTag("kts.trial_message", message[-4000:]))
+        now = int(time.time() * 1000)
+        metrics = [Metric("score", float(score), now, 0)] if score is not None else []
+        child.log_batch(metrics=metrics, tags=tags, background=True)
+        outcome = "FINISHED" if status == "COMPLETED" else "FAILED"
+        child.guarded("end", child.client.set_terminated, child.run_id, outcome)
+        child.flush()  # the params, the epochs' metrics, these tags and score
 
 
 def log_summary(

@@ -39,6 +39,11 @@ class Runtime:
         """Context in which models and optimizers must be created."""
         return self.strategy.scope()
 
+    @property
+    def distributed_strategy(self) -> Any:
+        """The strategy when one spreads work over devices or workers, else None."""
+        return None if self.strategy_name == "none" else self.strategy
+
 
 def _gpu_supports_fp16(tf) -> bool:
     for gpu in tf.config.list_physical_devices("GPU"):
