@@ -199,9 +199,7 @@ def test_trials_and_the_best_model_are_built_in_the_runs_strategy(tmp_path, kera
     dataset = steps.ingest(cfg)
     parts = steps.split(cfg, dataset)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    result = run_search(
-        cfg, dataset, parts.split, build_model=steps.build_model, strategy=strategy
-    )
+    result = run_search(cfg, dataset, parts.split, build_model=steps.build_model, strategy=strategy)
 
     assert result.best_trial_id is not None, result.trials
     kinds = {type(w.value).__name__ for w in result.best_model.weights}

@@ -23,6 +23,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,8 +226,27 @@ def _tracked(
     objective = cfg.tuning.objective
 
     class Tracked(base):  # type: ignore[misc, valid-type]
-        _child: Any = None
+        _child: Any = None  # the trial's child-run Tracker, or the Future creating it
         _gradients: frozenset[str] = frozenset()
+        _pool: ThreadPoolExecutor | None = None
+
+        def _child_run(self) -> Any:
+            """The trial's child-run tracker (None untracked), waiting for its creation."""
+            if isinstance(self._child, Future):
+                self._child = self._child.result()
+            return self._child
+
+        def _try_build(self, hp: Any) -> Any:
+            # Keras-Tuner's own version clears the session, which collects garbage,
+            # and then collects again (the second finds nothing: ~60 ms per trial).
+            keras.backend.clear_session()
+            model = self._build_hypermodel(hp)
+            if not isinstance(model, keras.Model):
+                raise TypeError(
+                    f"HyperModel.build() must return a keras.Model; received {type(model)}."
+                )
+            self._child_run()  # created while the model was built, awaited before fit
+            return model
 
         def _populate_initial_space(self) -> None:
             # Declaring the space is enough (the default builds whole models to find
@@ -246,7 +266,11 @@ def _tracked(
             if trials is not None:
                 values = trial_values(space, trial.hyperparameters.values)
                 trial_dir = Path(self.get_trial_dir(trial.trial_id))
-                self._child = trials.start(trial.trial_id, values, trial_dir)
+                # The child run is created (an HTTP round trip or two) while the
+                # session is cleared and the model built; `_try_build` awaits it.
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="kts-trial-run")
+                self._child = self._pool.submit(trials.start, trial.trial_id, values, trial_dir)
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             values = trial.hyperparameters.values
@@ -254,10 +278,7 @@ def _tracked(
                 results = self._run_folds(trial, *args, **kwargs)
             else:
                 if self._child is not None:
-                    kwargs["callbacks"] = [
-                        *kwargs.get("callbacks", []),
-                        self._child.epoch_callback(),
-                    ]
+                    kwargs["callbacks"] = [*kwargs.get("callbacks", []), _epoch_logger(self)]
                 results = super().run_trial(trial, *args, **kwargs)
             start = int(values.get("tuner/initial_epoch", 0))
             _save_histories(Path(self.get_trial_dir(trial.trial_id), HISTORY_FILE), results, start)
@@ -266,6 +287,7 @@ def _tracked(
         def _run_folds(self, trial: Any, *args: Any, **kwargs: Any) -> list[Any]:
             assert fold_rows is not None
             hp = trial.hyperparameters
+            child = self._child_run()
             callbacks = list(kwargs.pop("callbacks", []))
             histories = []
             default_rows = self.hypermodel.rows
@@ -275,8 +297,8 @@ def _tracked(
                     scores = []
                     for _ in range(self.executions_per_trial):
                         fold_callbacks = self._deepcopy_callbacks(callbacks)
-                        if self._child is not None:
-                            fold_callbacks.append(_fold_epoch_callback(self._child, index))
+                        if child is not None:
+                            fold_callbacks.append(_fold_epoch_callback(child, index))
                         model = self._try_build(hp)  # clears the session first
                         history = self.hypermodel.fit(
                             hp, model, *args, callbacks=fold_callbacks, **kwargs
@@ -285,10 +307,8 @@ def _tracked(
                         value = _best_value(history, objective.metric, objective.direction)
                         if value is not None:
                             scores.append(value)
-                    if self._child is not None and scores:
-                        self._child.log_metrics(
-                            {"fold_score": sum(scores) / len(scores)}, step=index
-                        )
+                    if child is not None and scores:
+                        child.log_metrics({"fold_score": sum(scores) / len(scores)}, step=index)
             finally:
                 self.hypermodel.rows = default_rows
             return histories
@@ -296,7 +316,7 @@ def _tracked(
         def on_trial_end(self, trial: Any) -> None:
             # The child run is closed before the tuner saves the trial as done: a kill
             # in between re-runs the trial and replaces its unfinished child run.
-            if self._child is not None:
+            if self._child_run() is not None:
                 score = None
                 try:
                     metrics = self.oracle.get_trial(trial.trial_id).metrics
@@ -359,6 +379,30 @@ def make_tuner(
             hypermodel, max_epochs=trial_epochs(cfg), factor=tuning.hyperband_factor, **common
         )
     return cls(hypermodel, max_trials=tuning.max_trials, **common)
+
+
+def _epoch_logger(tuner: Any) -> Any:
+    """A callback logging each epoch on the trial's child run (``tuner._child_run()``),
+    looked up when training begins: the run is still being created when Keras-Tuner
+    copies the trial's callbacks."""
+    import keras
+
+    class _TrialEpochs(keras.callbacks.Callback):
+        inner: Any = None
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            child = tuner._child_run()
+            self.inner = child.epoch_callback() if child is not None else None
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if self.inner is not None:
+                self.inner.on_epoch_end(epoch, logs)
+
+        def on_train_end(self, logs: Any = None) -> None:
+            if self.inner is not None:
+                self.inner.on_train_end(logs)
+
+    return _TrialEpochs()
 
 
 def _fold_epoch_callback(child: Any, fold: int) -> Any:

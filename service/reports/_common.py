@@ -27,14 +27,21 @@ def check_task(task: str) -> None:
 
 
 def panel_grid(
-    panels: int, *, max_cols: int, width: float, height: float, title_height: float = 0.4
+    panels: int,
+    *,
+    max_cols: int,
+    width: float,
+    height: float,
+    title_height: float = 0.4,
+    layout: Literal["constrained"] | None = "constrained",
 ):
     """A figure of ``panels`` axes, at most ``max_cols`` a row, each ``width`` x ``height``
     inches (plus ``title_height`` for a suptitle); ``(figure, axes)`` with the axes flat in
-    row order and the unused cells of the last row switched off."""
+    row order and the unused cells of the last row switched off. ``layout`` as in
+    `new_figure` (None: the caller spaces the panels, e.g. with ``subplots_adjust``)."""
     cols = min(max_cols, panels)
     rows = -(-panels // cols)
-    fig = new_figure(width * cols, height * rows + title_height)
+    fig = new_figure(width * cols, height * rows + title_height, layout=layout)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[panels:]:
         ax.set_axis_off()

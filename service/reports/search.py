@@ -58,7 +58,21 @@ def score_vs_hyperparameters(
         pick = max if direction == "max" else min
         best = pick(scored, key=lambda r: float(r["score"]))["trial_id"]
     panels = list(keys) or ["(no hyper-parameters)"]
-    fig, axes = panel_grid(len(panels), max_cols=3, width=4.0, height=3.0, title_height=0.5)
+    # Fixed spacing: the constrained layout engine measured every tick label twice and
+    # took half of this picture's second (drawn at the end of each search).
+    fig, axes = panel_grid(
+        len(panels), max_cols=3, width=4.0, height=3.0, title_height=0.5, layout=None
+    )
+    rows_of_panels = -(-len(panels) // 3)
+    inches = 3.0 * rows_of_panels + 0.5
+    fig.subplots_adjust(
+        left=0.08,
+        right=0.98,
+        bottom=0.75 / inches,
+        top=1 - 0.6 / inches,
+        wspace=0.35,
+        hspace=0.75 / 3.0 * 2,
+    )
     rng = np.random.default_rng(0)
     for ax, key in zip(axes, panels, strict=False):
         present = [r for r in scored if key in r.get("values", {})]
