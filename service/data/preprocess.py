@@ -129,10 +129,16 @@ def assemble(core, pre: Preprocessor, *, raw_shape: tuple[int, ...], input_name:
 
 
 def with_normalization(core, x_train: np.ndarray, *, input_name: str):
-    """Return ``core`` behind a `Normalization` layer adapted on ``x_train`` only."""
+    """Return ``core`` behind a `Normalization` layer adapted on ``x_train`` only.
+
+    The pipeline's model for array data with ``normalize`` and nothing else (as
+    `fit_preprocessing` + `assemble` build it), for callers that hold arrays but
+    no `Dataset` (benchmarks, tests of the reports).
+    """
     import keras
 
     norm = keras.layers.Normalization(axis=-1, name="normalize")
     norm.adapt(x_train)
-    inputs = keras.Input(shape=x_train.shape[1:], name=input_name)
-    return keras.Model(inputs, core(norm(inputs)), name=core.name)
+    shape = tuple(x_train.shape[1:])
+    pre = Preprocessor([norm], shape)
+    return assemble(core, pre, raw_shape=shape, input_name=input_name, text=False)
