@@ -138,11 +138,8 @@ class Tracker:
     # ----------------------------------------------------------- logging
     def guarded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` under the tracking rule: a failure is reported once on
-        stderr and None returned (raised under pytest); for MLflow calls made outside
-        this class (the registry, trial runs)."""
-        return self._guard(what, fn, *args, **kwargs)
-
-    def _guard(self, what: str, fn, *args, **kwargs):
+        stderr and None returned (raised under pytest). Every MLflow call of a run goes
+        through here, this class's own and those made elsewhere (registry, trial runs)."""
         try:
             return fn(*args, **kwargs)
         except Exception as err:
@@ -166,26 +163,16 @@ class Tracker:
     ) -> None:
         """One MLflow ``log_batch`` of entity objects; ``background`` returns at once
         and the call is awaited by `flush` (and `end`)."""
-        if not background:
-            self._guard(
-                "log_batch",
-                self.client.log_batch,
-                self.run_id,
-                params=list(params),
-                metrics=list(metrics),
-                tags=list(tags),
-            )
-            return
-        op = self._guard(
+        op = self.guarded(
             "log_batch",
             self.client.log_batch,
             self.run_id,
             params=list(params),
             metrics=list(metrics),
             tags=list(tags),
-            synchronous=False,
+            synchronous=not background,
         )
-        if op is not None:
+        if background and op is not None:
             self._pending.append(op)
 
     def log_params(self, params: Mapping[str, Any], *, background: bool = False) -> None:
@@ -213,26 +200,27 @@ class Tracker:
         """Wait for background logging calls to finish."""
         pending, self._pending = self._pending, []
         for op in pending:
-            self._guard("log_batch", op.wait)
+            self.guarded("log_batch", op.wait)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._guard("set_tags", self.client.log_batch, self.run_id, tags=items)
+        self.log_batch(tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
-        self._guard("log_dict", self.client.log_dict, self.run_id, data, artifact_file)
+        self.guarded("log_dict", self.client.log_dict, self.run_id, data, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._guard("log_text", self.client.log_text, self.run_id, text, artifact_file)
+        self.guarded("log_text", self.client.log_text, self.run_id, text, artifact_file)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self.guarded(
+            "log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
+        )
 
     def log_dataset(self, data: Any, parts: Any) -> None:
         """Record the data as an MLflow dataset input (digest, schema) per split part."""
-        self._guard("log_dataset", self._log_dataset, data, parts)
+        self.guarded("log_dataset", self._log_dataset, data, parts)
 
     def _log_dataset(self, data: Any, parts: Any) -> None:
         from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -275,7 +263,7 @@ class Tracker:
         """
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = self._guard(
+        monitor = self.guarded(
             "system_metrics",
             SystemMetricsMonitor,
             self.run_id,
@@ -300,7 +288,7 @@ class Tracker:
         like the served version. ``tags`` go on the logged model (the serving version).
         None when tracking failed (reported once; the run goes on).
         """
-        return self._guard("log_model", self._log_serving_model, export_path, example, tags)
+        return self.guarded("log_model", self._log_serving_model, export_path, example, tags)
 
     def _log_serving_model(
         self, export_path: str | Path, example: Mapping[str, Any], tags: Mapping[str, Any]
@@ -363,18 +351,18 @@ class Tracker:
                     self.client, name, run_id=self.run_id, source=source, tags=tags, alias=alias
                 )
 
-        return self._guard("register", call)
+        return self.guarded("register", call)
 
     def end(self, status: str = "FINISHED") -> None:
         if self._system is not None:
-            self._guard("system_metrics", self._system.finish)
+            self.guarded("system_metrics", self._system.finish)
             self._system = None
         self.flush()
-        self._guard("end", self.client.set_terminated, self.run_id, status)
+        self.guarded("end", self.client.set_terminated, self.run_id, status)
 
     def logged_steps(self, metric: str = "loss") -> set[int]:
         """Steps already logged for ``metric`` (epochs of an interrupted attempt)."""
-        history = self._guard(
+        history = self.guarded(
             "get_metric_history", self.client.get_metric_history, self.run_id, metric
         )
         return {m.step for m in history or []}

@@ -46,9 +46,9 @@ class SearchResult:
     checkpoint (1-based; for a Hyperband trial continued from an earlier round, the
     earlier trials' epochs included; with k-fold, Keras-Tuner's mean over the folds,
     rounded down). ``retrain_epochs`` is how long `retrain_train_val` trains (see
-    `retrain_epochs`) and ``retrain_epochs_from`` says why. ``best_model`` (the best trial's checkpoint, compiled) and
-    ``best_history`` (that trial's per-epoch logs) are filled when `tuning.final`
-    is ``best_weights``.
+    `retrain_epochs`) and ``retrain_epochs_from`` says why. ``best_model`` (the best
+    trial's checkpoint, compiled) and ``best_history`` (that trial's per-epoch logs)
+    are filled when `tuning.final` is ``best_weights``.
     """
 
     config: RunConfig
