@@ -241,7 +241,7 @@ def train(
     first_epoch = int(history.epoch[0]) if history.epoch else 0
     monitor = cfg.training.early_stopping.monitor
     curve = hist.get(monitor, hist["loss"])
-    best = int(np.argmax(curve) if "acc" in monitor or "auc" in monitor else np.argmin(curve))
+    best = int(np.argmax(curve) if trainer.higher_is_better(monitor) else np.argmin(curve))
     if va is None:
         best = len(hist["loss"]) - 1  # no held-out data: the last epoch is the model
     return Trained(

@@ -467,11 +467,15 @@ def trained_epochs(oracle: Any, trial: Any) -> int:
     mean over executions or folds, rounded down); a Hyperband trial continued the
     best checkpoint of the trial named in ``tuner/trial_id``, whose epochs count too.
     """
-    epochs = int(trial.best_step) + 1
+    return int(trial.best_step) + 1 + _earlier_epochs(oracle, trial)
+
+
+def _earlier_epochs(oracle: Any, trial: Any) -> int:
+    """Epochs behind the checkpoint a Hyperband ``trial`` continued from (0 for others)."""
     previous = trial.hyperparameters.values.get("tuner/trial_id")
     if previous and previous in oracle.trials:
-        epochs += trained_epochs(oracle, oracle.trials[previous])
-    return epochs
+        return trained_epochs(oracle, oracle.trials[previous])
+    return 0
 
 
 def _histories(tuner: Any, trial: Any) -> list[dict[str, list[float]]]:
@@ -493,9 +497,11 @@ def retrain_epochs(cfg: RunConfig, tuner: Any, trial: Any) -> tuple[int, str]:
     sets, which would cut the final training short. Without the trial's logs (run on
     another machine) or that metric: `trained_epochs`, the objective's best epoch.
     """
+    from service.training.trainer import higher_is_better
+
     assert cfg.tuning is not None
     monitor = cfg.training.early_stopping.monitor
-    higher = "acc" in monitor or "auc" in monitor  # as steps.train and Keras decide
+    higher = higher_is_better(monitor)
     picks = []
     for history in _histories(tuner, trial):
         values = history.get(monitor) or []
@@ -507,13 +513,7 @@ def retrain_epochs(cfg: RunConfig, tuner: Any, trial: Any) -> tuple[int, str]:
             trained_epochs(tuner.oracle, trial),
             f"trial {trial.trial_id}: best {cfg.tuning.objective.metric} epoch",
         )
-    previous = trial.hyperparameters.values.get("tuner/trial_id")
-    before = (
-        trained_epochs(tuner.oracle, tuner.oracle.trials[previous])
-        if previous and previous in tuner.oracle.trials
-        else 0
-    )
-    epochs = before + round(sum(picks) / len(picks)) + 1
+    epochs = _earlier_epochs(tuner.oracle, trial) + round(sum(picks) / len(picks)) + 1
     return epochs, f"trial {trial.trial_id}: best {monitor} epoch"
 
 
@@ -561,9 +561,9 @@ def run_search(
     hypermodel = make_hypermodel(cfg, data, split, build_model)
     tuner = make_tuner(cfg, hypermodel, trials, fold_rows, strategy=strategy)
     # Everything alive now (TensorFlow, the data) outlives the search: keep it out of
-    # the garbage collector's scans. Keras-Tuner collects twice before every build and
-    # a full collection otherwise walks TensorFlow's whole heap (0.5-4 s each, most of
-    # a small trial's overhead). The trials' own garbage is still collected; garbage
+    # the garbage collector's scans. A trial's build collects garbage (`_try_build`),
+    # and a full collection otherwise walks TensorFlow's whole heap (0.5-4 s each, most
+    # of a small trial's overhead). The trials' own garbage is still collected; garbage
     # frozen here (no collection first: that alone cost seconds) is freed after.
     gc.freeze()
     try:

@@ -128,6 +128,12 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
     return loss
 
 
+def higher_is_better(monitor: str) -> bool:
+    """Whether a larger ``monitor`` value is better (accuracy, AUC), as Keras' ``mode="auto"``
+    decides for early stopping; losses and errors are better smaller."""
+    return "acc" in monitor or "auc" in monitor
+
+
 def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
     """Early stopping (with best-weights restore) and, when given, BackupAndRestore."""
     import keras
