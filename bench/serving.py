@@ -11,10 +11,15 @@ behind the train-split normalization, exported with `serving.export`):
   Keras flavor, ``POST /invocations`` with the same body), and of a pyfunc that calls
   the same exported SavedModel signature (MLflow's best case).
 
-Every request carries one digit image (online serving). Clients are threads in this
-process with one connection each, at concurrency 1, 8 and 32; each cell runs for
-``--seconds`` after a short warm-up. Client and servers share the machine's cores, so
-compare ratios within one run, not absolute numbers across machines.
+Every request carries one digit image (online serving), at concurrency 1, 8 and 32, one
+connection per client. The load comes from ``h2load`` (nghttp2's load generator, C;
+HTTP/1.1 for REST, HTTP/2 gRPC frames of the same serialized ``PredictRequest`` the stock
+stub sends) when it is installed (Debian: ``apt-get install nghttp2-client``), else from
+client threads in this process (``--load python``). Client and servers share the
+machine's cores: the Python clients spend about 0.4 ms of CPU per request, h2load about
+0.07 ms, so with Python clients the servers' ratios are diluted by the load generator's
+own work. Compare ratios within one run, not absolute numbers across machines. The
+in-process cells and the c=1 paired latencies always use Python (the stock gRPC stub).
 
 The two ``kts serve`` processes (batching off and on) and the MLflow pyfunc server run
 side by side, and each (protocol, concurrency) cell is measured in ``--rounds`` slices
@@ -28,7 +33,8 @@ process spent per request, and for batching on the mean rows per model call from
 server's ``kts_serving_batch_size`` metric.
 
 Run:
-    .venv/bin/python bench/serving.py [--seconds 3] [--rounds 3] [--json results.json] [--skip-mlflow]
+    .venv/bin/python bench/serving.py [--seconds 3] [--rounds 3] [--load auto|h2load|python]
+        [--batch-timeout-micros 1000] [--json results.json] [--skip-mlflow]
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,12 +64,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 CONCURRENCY = (1, 8, 32)
-BATCHING = (
-    "max_batch_size { value: 32 }\n"
-    "batch_timeout_micros { value: 1000 }\n"
-    "max_enqueued_batches { value: 100 }\n"
-    "num_batch_threads { value: 2 }\n"
-)
+
+
+def batching_parameters(timeout_micros: int) -> str:
+    """The ``--batching_parameters_file`` text for the batching-on server."""
+    return (
+        "max_batch_size { value: 32 }\n"
+        f"batch_timeout_micros {{ value: {timeout_micros} }}\n"
+        "max_enqueued_batches { value: 100 }\n"
+        "num_batch_threads { value: 2 }\n"
+    )
 
 
 @dataclass
@@ -89,6 +101,10 @@ class Sample:
     seconds: float  # measured window
     calls: int  # every call made, warm-up included (for CPU per request)
     wall: float  # the whole run, warm-up included
+    client_cpu: float = 0.0  # CPU seconds the load generator spent
+
+
+Runner = Callable[[int, float], Sample]  # (concurrency, seconds) -> what one run saw
 
 
 def free_port() -> int:
@@ -125,6 +141,7 @@ def run_clients(
                     errors[i] += 1
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
+    cpu0 = time.process_time()
     for t in threads:
         t.start()
     now = time.perf_counter()
@@ -139,7 +156,62 @@ def run_clients(
         seconds=seconds,
         calls=int(sum(calls)),
         wall=time.perf_counter() - now,
+        client_cpu=time.process_time() - cpu0,
     )
+
+
+def python_runner(make_caller: Callable[[], Callable[[], bool]]) -> Runner:
+    return lambda concurrency, seconds: run_clients(make_caller, concurrency, seconds)
+
+
+@dataclass(frozen=True)
+class H2Load:
+    """One ``h2load`` command line's target: URL, body file, headers."""
+
+    url: str
+    body: Path
+    headers: tuple[str, ...]
+    http1: bool
+
+
+def h2load_runner(spec: H2Load, workdir: Path, errors_now: Callable[[], float] | None) -> Runner:
+    """Closed-loop load from ``h2load``: ``concurrency`` connections, one request in flight each.
+
+    Latencies come from h2load's per-request log. gRPC answers are HTTP 200 whatever the
+    call's status, so for kts serve the failed calls are read from the server's own
+    ``:tensorflow:serving:request_count`` (``errors_now``); HTTP statuses other than 200
+    count as errors too.
+    """
+    log = workdir / "h2load.log"
+
+    def run(concurrency: int, seconds: float) -> Sample:
+        log.unlink(missing_ok=True)
+        before = errors_now() if errors_now else 0.0
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["h2load", *(["--h1"] if spec.http1 else []), f"-c{concurrency}", "-m1", "-t1",
+             "-D", f"{seconds:g}", "--log-file", str(log), "-d", str(spec.body),
+             *(f"-H{h}" for h in spec.headers), spec.url],
+            check=True, capture_output=True, timeout=seconds + 60,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+        failed = sum(status != "200" for _, status, _ in rows)
+        if errors_now:
+            failed += int(errors_now() - before)
+        cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        return Sample(
+            latencies=[int(us) / 1e6 for _, _, us in rows],
+            errors=failed,
+            seconds=seconds,
+            calls=len(rows),
+            wall=wall,
+            client_cpu=cpu,
+        )
+
+    return run
 
 
 def cell_from(
@@ -162,7 +234,7 @@ def cell_from(
 
 def load(
     name: str,
-    make_caller: Callable[[], Callable[[], bool]],
+    run: Runner,
     concurrency: int,
     seconds: float,
     *,
@@ -170,8 +242,10 @@ def load(
     batching: str,
 ) -> Cell:
     """One cell: ``concurrency`` closed-loop clients for ``seconds``."""
-    sample = run_clients(make_caller, concurrency, seconds)
-    return cell_from([sample], name, protocol=protocol, batching=batching, concurrency=concurrency)
+    sample = run(concurrency, seconds)
+    cell = cell_from([sample], name, protocol=protocol, batching=batching, concurrency=concurrency)
+    cell.client_cpu_ms = sample.client_cpu / max(sample.calls, 1) * 1e3
+    return cell
 
 
 def process_cpu(pid: int) -> float | None:
@@ -184,15 +258,24 @@ def process_cpu(pid: int) -> float | None:
         return None
 
 
-def own_cpu() -> float:
-    return time.process_time()
+def metrics_text(metrics_port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+    conn.request("GET", "/metrics")
+    return conn.getresponse().read().decode()
+
+
+def failed_requests(metrics_port: int) -> float:
+    """Requests kts serve answered with a status other than OK, so far."""
+    total = 0.0
+    for line in metrics_text(metrics_port).splitlines():
+        if line.startswith(":tensorflow:serving:request_count{") and 'status="OK"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def batch_totals(metrics_port: int) -> tuple[float, float]:
     """(rows, model calls) so far from kts serve's ``kts_serving_batch_size`` histogram."""
-    conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    text = metrics_text(metrics_port)
     rows = calls = 0.0
     for line in text.splitlines():
         if line.startswith("kts_serving_batch_size_sum{"):
@@ -220,7 +303,7 @@ class Target:
 
 
 def measure(
-    targets: list[Target], make: Callable[[Target], Callable[[], Callable[[], bool]]], *,
+    targets: list[Target], make: Callable[[Target], Runner], *,
     protocol: str, concurrency: int, seconds: float, rounds: int,
 ) -> tuple[list[Cell], dict[tuple[str, str], list[float]]]:  # fmt: skip
     """One cell per target, measured in ``rounds`` slices of ``seconds / rounds`` each.
@@ -239,11 +322,11 @@ def measure(
         shift = r % len(targets)
         for target in targets[shift:] + targets[:shift]:
             kts = target.metrics_port > 0
-            cpu0, own0 = process_cpu(target.proc.pid) if kts else None, own_cpu()
+            cpu0 = process_cpu(target.proc.pid) if kts else None
             rows0, calls0 = batch_totals(target.metrics_port) if kts else (0.0, 0.0)
-            sample = run_clients(make(target), concurrency, slice_seconds)
+            sample = make(target)(concurrency, slice_seconds)
             rows1, calls1 = batch_totals(target.metrics_port) if kts else (0.0, 0.0)
-            cpu1, own1 = process_cpu(target.proc.pid) if kts else None, own_cpu()
+            cpu1 = process_cpu(target.proc.pid) if kts else None
             key = target.key
             samples[key].append(sample)
             per_round[key].append(len(sample.latencies) / sample.seconds)
@@ -251,7 +334,7 @@ def measure(
             server_cpu[key] = (
                 None if used is None or cpu0 is None or cpu1 is None else used + cpu1 - cpu0
             )
-            client_cpu[key] += own1 - own0
+            client_cpu[key] += sample.client_cpu
             batches[key][0] += rows1 - rows0
             batches[key][1] += calls1 - calls0
     cells = []
@@ -329,6 +412,21 @@ def grpc_caller(address: str, x: np.ndarray) -> Callable[[], Callable[[], bool]]
     return make
 
 
+GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
+def grpc_frame(x: np.ndarray) -> bytes:
+    """A gRPC message frame (uncompressed flag, length, bytes) of the stub's PredictRequest."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "digits"
+    request.inputs["image"].CopyFrom(tf.make_tensor_proto(x))
+    message = request.SerializeToString()
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
 def http_caller(host: str, port: int, path: str, body: bytes) -> Callable[[], Callable[[], bool]]:
     headers = {"Content-Type": "application/json"}
 
@@ -400,7 +498,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_kts(workdir: Path, model_dir: Path, batching: bool) -> Target:
+def start_kts(workdir: Path, model_dir: Path, batching: bool, timeout_micros: int = 1000) -> Target:
     grpc_port, rest_port, metrics_port = free_port(), free_port(), free_port()
     args = [
         sys.executable, "-m", "pipelines.cli", "serve",
@@ -408,7 +506,7 @@ def start_kts(workdir: Path, model_dir: Path, batching: bool) -> Target:
         "--model_name=digits", f"--model_base_path={model_dir}",
     ]  # fmt: skip
     if batching:
-        (workdir / "batching.txt").write_text(BATCHING)
+        (workdir / "batching.txt").write_text(batching_parameters(timeout_micros))
         args += ["--enable_batching", f"--batching_parameters_file={workdir / 'batching.txt'}"]
     log = workdir / f"kts-serve-{'on' if batching else 'off'}.log"
     proc = subprocess.Popen(
@@ -618,9 +716,23 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the cells as JSON here")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument(
+        "--load", choices=("auto", "h2load", "python"), default="auto",
+        help="load generator for the server cells (auto: h2load when installed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-timeout-micros", type=int, default=1000,
+        help="batch_timeout_micros of the batching-on server",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.load == "auto":
+        args.load = "h2load" if shutil.which("h2load") else "python"
+    elif args.load == "h2load" and not shutil.which("h2load"):
+        parser.error(
+            "--load h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)"
+        )
 
     workdir = Path(tempfile.mkdtemp(prefix="kts-bench-serving-"))
     cells: list[Cell] = []
@@ -656,7 +768,7 @@ def main() -> int:
             cells.append(
                 load(
                     "in-process signature call",
-                    in_process,
+                    python_runner(in_process),
                     conc,
                     args.seconds,
                     protocol="-",
@@ -666,7 +778,13 @@ def main() -> int:
             print(table(cells[-1:]).splitlines()[-1], flush=True)
 
         body = json.dumps({"instances": one.tolist()}).encode()
-        servers = [start_kts(workdir, exported.path.parent, batching) for batching in (False, True)]
+        rest_body, grpc_body = workdir / "request.json", workdir / "request.grpc"
+        rest_body.write_bytes(body)
+        grpc_body.write_bytes(grpc_frame(one))
+        servers = [
+            start_kts(workdir, exported.path.parent, batching, args.batch_timeout_micros)
+            for batching in (False, True)
+        ]
         procs += [k.proc for k in servers]
         off = servers[0]
         paired = paired_latency(
@@ -701,10 +819,23 @@ def main() -> int:
         rivals = [t for t in mlflow_servers if "pyfunc" in t.name]
         slow = [t for t in mlflow_servers if t not in rivals]
 
-        def make(t: Target, proto: str) -> Callable[[], Callable[[], bool]]:
+        def make(t: Target, proto: str) -> Runner:
+            if args.load == "python":
+                if proto == "grpc":
+                    return python_runner(grpc_caller(f"127.0.0.1:{t.grpc_port}", x))
+                return python_runner(http_caller("127.0.0.1", t.rest_port, t.rest_path, body))
+            errors_now = (lambda: failed_requests(t.metrics_port)) if t.metrics_port else None
             if proto == "grpc":
-                return grpc_caller(f"127.0.0.1:{t.grpc_port}", x)
-            return http_caller("127.0.0.1", t.rest_port, t.rest_path, body)
+                spec = H2Load(
+                    f"http://127.0.0.1:{t.grpc_port}{GRPC_PREDICT}", grpc_body,
+                    ("content-type: application/grpc", "te: trailers"), http1=False,
+                )  # fmt: skip
+            else:
+                spec = H2Load(
+                    f"http://127.0.0.1:{t.rest_port}{t.rest_path}", rest_body,
+                    ("content-type: application/json",), http1=True,
+                )  # fmt: skip
+            return h2load_runner(spec, workdir, errors_now)
 
         measured: list[Cell] = []
         for conc in CONCURRENCY:
@@ -738,8 +869,10 @@ def main() -> int:
     print(
         f"Serving benchmark, digits CNN, one image per request, {args.seconds:.0f}s per cell "
         f"(kts serve off/on and mlflow pyfunc take turns in {args.rounds} slices), "
+        f"load from {'h2load' if args.load == 'h2load' else 'Python client threads'}, "
+        f"batching on: batch_timeout_micros {args.batch_timeout_micros}, "
         f"{os.cpu_count()} CPUs shared by "
-        "clients and servers; srv/cli cpu = CPU ms per request of the server / client process, "
+        "clients and servers; srv/cli cpu = CPU ms per request of the server / load generator, "
         "rows/b = mean rows per batched model call"
     )
     print(table(cells))
