@@ -432,9 +432,13 @@ def columnar_json(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {"outputs": {name: _jsonable(name, outputs[name]) for name in sorted(outputs)}}
 
 
+# One encoder for every response: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
+
+
 def dumps(document: Any) -> bytes:
     """JSON text as TensorFlow Serving writes it: NaN and Infinity allowed as tokens."""
-    return json.dumps(document, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(document).encode("utf-8")
 
 
 # ------------------------------------------------------------------------ TensorProto
