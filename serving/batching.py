@@ -20,14 +20,21 @@ batch -- with a small model that was more than the model call itself. The others
 in the batch (followers) sleep on a lock of their own that the leader releases when
 their rows are ready. ``num_batch_threads`` keeps its meaning: how many batches may
 run at once.
+
+Callers on an asyncio event loop (the gRPC front end) use `Batcher.call_async`: the
+same queue and rules, but a follower waits on a loop future instead of a thread (the
+leader wakes all of a loop's followers with one callback), and a leader runs in the
+given executor. No thread is held per waiting request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -40,19 +47,37 @@ QUEUE_FULL = "The batch scheduling queue to which this task was submitted is ful
 
 
 class _Task:
-    """One request's rows; a follower's ``ready`` lock is held until its answer is in."""
+    """One request's rows.
 
-    __slots__ = ("error", "inputs", "ready", "result", "size")
+    A follower on a thread holds its ``ready`` lock until its answer is in; one on an
+    event loop (``waiter``: loop and future) has its future resolved instead.
+    """
 
-    def __init__(self, inputs: Arrays, size: int, *, follower: bool):
+    __slots__ = ("error", "inputs", "ready", "result", "size", "waiter")
+
+    def __init__(
+        self,
+        inputs: Arrays,
+        size: int,
+        *,
+        follower: bool,
+        waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None,
+    ):
         self.inputs = inputs
         self.size = size
         self.result: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
         self.ready: threading.Lock | None = None
-        if follower:
+        self.waiter = waiter
+        if follower and waiter is None:
             self.ready = threading.Lock()
             self.ready.acquire()
+
+    def answer(self) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class _Batch:
@@ -101,48 +126,83 @@ class Batcher:
 
     def __call__(self, inputs: Arrays) -> dict[str, np.ndarray]:
         """Run ``inputs`` as part of a batch; blocks until its outputs are ready."""
+        joined = self._join(inputs, None)
+        if joined is None:
+            return self._run(inputs)
+        task, batch = joined
+        if batch is None:
+            assert task.ready is not None
+            task.ready.acquire()  # released by the leader once the batch has run
+            return task.answer()
+        return self._lead(batch, task)
+
+    async def call_async(self, inputs: Arrays, executor: Executor) -> dict[str, np.ndarray]:
+        """`__call__` for a caller on an asyncio event loop; waits without holding a thread.
+
+        Unbatchable inputs run in ``executor``. A batch opened from the loop is led by a
+        thread of its own (one per batch, not per request), never by a pooled one: a
+        leader waits for the batches ahead of it, so leaders queued in a bounded pool
+        behind waiting leaders -- or dropped from it when their caller gives up -- would
+        stall the queue. Every request of the batch, its opener included, awaits a future
+        the leader resolves.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        joined = self._join(inputs, (loop, future))
+        if joined is None:
+            return await loop.run_in_executor(executor, self._run, inputs)
+        task, batch = joined
+        if batch is not None:
+            threading.Thread(
+                target=self._lead_detached, args=(batch, task), name=self.name, daemon=True
+            ).start()
+        await future
+        return task.answer()
+
+    def _lead_detached(self, batch: _Batch, task: _Task) -> None:
+        try:
+            self._lead(batch, task)
+        except BaseException:  # noqa: BLE001 - the error is the task's; its caller reads it
+            pass
+
+    def _join(
+        self, inputs: Arrays, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None
+    ) -> tuple[_Task, _Batch | None] | None:
+        """Put ``inputs`` in the open batch (-> its task, None) or a new one (-> task, batch).
+
+        None when they cannot be batched: no common first dimension, more rows than
+        ``max_batch_size``, or the batcher is closed. UNAVAILABLE when the queue is full.
+        """
         size = -1
         for array in inputs.values():
             rows = int(array.shape[0]) if array.ndim else -1
             if rows < 0 or (size >= 0 and rows != size):
-                return self._run(inputs)  # no common batch dimension: cannot be batched
+                return None  # no common batch dimension: cannot be batched
             size = rows
         if size <= 0 or size > self._max:
-            return self._run(inputs)
+            return None
         key = _shape_key(inputs)
         with self._lock:
             if self._closed:
                 # The version is being unloaded; requests that already hold it still get answers.
-                closed = True
-            else:
-                closed = False
-                last = self._batches[-1] if self._batches else None
-                if last is not None and last.key == key and last.size + size <= self._max:
-                    task = _Task(inputs, size, follower=True)
-                    last.tasks.append(task)
-                    last.size += size
-                    if last.size >= self._max:
-                        last.wake.notify()  # full: its leader need not wait for the timeout
-                    batch = None
-                else:
-                    if len(self._batches) >= self._params.max_enqueued_batches:
-                        raise unavailable(QUEUE_FULL)
-                    task = _Task(inputs, size, follower=False)
-                    batch = _Batch(key, task, self._lock)
-                    if self._batches:
-                        # The batch before this one can take no more rows: it is ready now.
-                        self._batches[-1].wake.notify()
-                    self._batches.append(batch)
-        if closed:
-            return self._run(inputs)
-        if batch is None:
-            assert task.ready is not None
-            task.ready.acquire()  # released by the leader once the batch has run
-            if task.error is not None:
-                raise task.error
-            assert task.result is not None
-            return task.result
-        return self._lead(batch, task)
+                return None
+            last = self._batches[-1] if self._batches else None
+            if last is not None and last.key == key and last.size + size <= self._max:
+                task = _Task(inputs, size, follower=True, waiter=waiter)
+                last.tasks.append(task)
+                last.size += size
+                if last.size >= self._max:
+                    last.wake.notify()  # full: its leader need not wait for the timeout
+                return task, None
+            if len(self._batches) >= self._params.max_enqueued_batches:
+                raise unavailable(QUEUE_FULL)
+            task = _Task(inputs, size, follower=False, waiter=waiter)
+            batch = _Batch(key, task, self._lock)
+            if self._batches:
+                # The batch before this one can take no more rows: it is ready now.
+                self._batches[-1].wake.notify()
+            self._batches.append(batch)
+            return task, batch
 
     def close(self) -> None:
         """Run the queued batches now; later requests run unbatched."""
@@ -181,13 +241,15 @@ class Batcher:
                 self._running -= 1
                 if self._batches:
                     self._batches[0].wake.notify()  # a slot is free
+            loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for other in batch.tasks:
                 if other.ready is not None:
                     other.ready.release()
-        if task.error is not None:
-            raise task.error
-        assert task.result is not None
-        return task.result
+                elif other.waiter is not None:
+                    loops.setdefault(other.waiter[0], []).append(other.waiter[1])
+            for loop, futures in loops.items():  # one wake-up per loop, not per request
+                loop.call_soon_threadsafe(_resolve, futures)
+        return task.answer()
 
     def _execute(self, batch: _Batch) -> None:
         tasks = batch.tasks
@@ -231,6 +293,12 @@ class Batcher:
             if allowed >= size:
                 return allowed
         return size
+
+
+def _resolve(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():  # a caller that went away cancelled its future
+            future.set_result(None)
 
 
 def _wrap(err: BaseException) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from serving import errors
@@ -116,6 +117,21 @@ class ServingCore:
     # -------------------------------------------------------------------- Predict
 
     def predict(self, request: Any, call: Call) -> Any:
+        servable, inputs = self._predict_inputs(request, call)
+        signature, outputs = servable.predict(
+            request.model_spec.signature_name, inputs, list(request.output_filter)
+        )
+        return self._predict_response(servable, signature, outputs)
+
+    async def predict_async(self, request: Any, call: Call, executor: Executor) -> Any:
+        """`predict` on an asyncio event loop; the model call runs in ``executor``."""
+        servable, inputs = self._predict_inputs(request, call)
+        signature, outputs = await servable.predict_async(
+            request.model_spec.signature_name, inputs, list(request.output_filter), executor
+        )
+        return self._predict_response(servable, signature, outputs)
+
+    def _predict_inputs(self, request: Any, call: Call) -> tuple[Any, dict[str, Any]]:
         servable = self.servable_for(request.model_spec)
         call.served_by(servable, request.model_spec.signature_name or "serving_default")
         inputs = {}
@@ -124,9 +140,9 @@ class ServingCore:
                 inputs[key] = proto_to_array(proto)
             except (ValueError, TypeError) as err:
                 raise invalid_argument(f"tensor parsing error: {key} ({err})") from None
-        signature, outputs = servable.predict(
-            request.model_spec.signature_name, inputs, list(request.output_filter)
-        )
+        return servable, inputs
+
+    def _predict_response(self, servable: Any, signature: str, outputs: dict[str, Any]) -> Any:
         response = self.pb["predict"].PredictResponse()
         self._fill_spec(response.model_spec, servable, signature)
         for name, array in outputs.items():

@@ -9,10 +9,12 @@ was received -- the message upstream users asked for in tensorflow/serving#435.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -358,6 +360,31 @@ class Servable:
         batch: bool = True,
     ) -> tuple[str, dict[str, np.ndarray]]:
         """Run a signature on named input arrays; returns (signature key, outputs)."""
+        sig = self._predict_signature(signature_name, inputs, output_filter)
+        batched = batch and self._batching is not None and not self._closed
+        runner = self._batcher(sig) if batched else sig.call
+        return sig.name, _filtered(runner(inputs), output_filter)
+
+    async def predict_async(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str],
+        executor: Executor,
+    ) -> tuple[str, dict[str, np.ndarray]]:
+        """`predict` for a caller on an asyncio event loop: the model runs in ``executor``."""
+        sig = self._predict_signature(signature_name, inputs, output_filter)
+        runner = self._batcher(sig) if self._batching is not None and not self._closed else None
+        if isinstance(runner, Batcher):
+            outputs = await runner.call_async(inputs, executor)
+        else:
+            outputs = await asyncio.get_running_loop().run_in_executor(executor, sig.call, inputs)
+        return sig.name, _filtered(outputs, output_filter)
+
+    def _predict_signature(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str]
+    ) -> Signature:
+        """The signature to run, once the inputs and the output filter are checked against it."""
         sig = self.signature(signature_name)
         self.check_inputs(sig, inputs)
         for alias in output_filter:
@@ -368,12 +395,7 @@ class Servable:
                 )
         if len(set(output_filter)) != len(output_filter):
             raise invalid_argument(f"duplicate output tensor alias: {list(output_filter)}")
-        batched = batch and self._batching is not None and not self._closed
-        runner = self._batcher(sig) if batched else sig.call
-        outputs = runner(inputs)
-        if output_filter:
-            outputs = {k: outputs[k] for k in output_filter}
-        return sig.name, outputs
+        return sig
 
     def _batcher(self, sig: Signature) -> Callable[[Mapping[str, np.ndarray]], dict]:
         batcher = self._batchers.get(sig.name)
@@ -593,3 +615,9 @@ def read_tfrecords(path: str | Path):
 def numpy_dtype(dtype: int) -> Any:
     """The numpy dtype for a DataType enum number."""
     return DTYPES[dtype][1]
+
+
+def _filtered(
+    outputs: dict[str, np.ndarray], output_filter: Sequence[str]
+) -> dict[str, np.ndarray]:
+    return {k: outputs[k] for k in output_filter} if output_filter else outputs

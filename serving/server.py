@@ -41,7 +41,7 @@ class ServerOptions:
     """The model server's settings, named after TensorFlow Serving's flags.
 
     Differences from upstream, on purpose: ``grpc_max_threads`` defaults to at least 64
-    (Python handler threads block while a batch runs, so batching needs many of them);
+    (without batching each gRPC call holds a handler thread while the model runs);
     ``metrics_port`` serves Prometheus on a port of its own; ``max_request_bytes`` bounds
     REST bodies (413) and gRPC messages (RESOURCE_EXHAUSTED); ``host`` is the bind
     address (upstream always binds all interfaces).
@@ -251,6 +251,7 @@ class ModelServer:
                 port=options.port,
                 max_workers=options.grpc_max_threads,
                 max_message_bytes=options.max_request_bytes,
+                event_loop=options.enable_batching,
             )
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, options.port)
         if options.rest_api_port:
@@ -342,7 +343,7 @@ class ModelServer:
             server.shutdown()
             server.server_close()
         if self._grpc is not None:
-            self._grpc.stop(grace=2).wait(5)
+            self._grpc.stop(grace=2)
         self.manager.stop()
 
     def wait(self) -> None:

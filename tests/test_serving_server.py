@@ -274,6 +274,33 @@ def test_grpc_predict_matches_the_in_process_model(main_server, digits):
     assert list(response.outputs) == ["class_ids"]
 
 
+def test_grpc_without_batching_runs_on_the_threaded_server(digits, tmp_path):
+    """Batching off serves gRPC from grpcio's threaded server: same answers, same errors."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    assert export(digits, tmp_path / "models").version == 1
+    server = start_server(
+        ["--model_name=digits", f"--model_base_path={tmp_path / 'models' / 'digits'}"], tmp_path
+    )
+    try:
+        predict, models = grpc_stubs(server)
+        x = digits.x[:8]
+        response = predict.Predict(predict_request(x), timeout=30)
+        np.testing.assert_allclose(
+            tf.make_ndarray(response.outputs["probabilities"]), digits.expected(x), atol=ATOL
+        )
+        code, message = rpc_error(predict.Predict, predict_request(x, input_name="pixels"))
+        assert code == "INVALID_ARGUMENT"
+        assert "image" in message, message
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "digits"
+        status = models.GetModelStatus(request, timeout=30)
+        assert [v.version for v in status.model_version_status] == [1]
+    finally:
+        stop_server(server)
+
+
 def test_signatures_called_flat_answer_exactly_like_the_keyword_call(digits, tmp_path):
     """The server skips the keyword-binding layer of signature calls; answers must not change."""
     from serving.errors import ServingError
@@ -711,6 +738,43 @@ def test_concurrent_requests_are_batched_and_answered_right(main_server, digits)
     ]
     assert sum(counts) >= 1
     assert sum(sums) > sum(counts), "some batch should have merged concurrent requests"
+
+
+def _batch_totals(server: Server) -> tuple[float, float]:
+    """(rows, model calls) so far from the batch-size histogram."""
+    page = server.get("/monitoring/prometheus/metrics").text
+    rows = calls = 0.0
+    for line in page.splitlines():
+        if line.startswith("kts_serving_batch_size_sum"):
+            rows += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("kts_serving_batch_size_count"):
+            calls += float(line.rsplit(" ", 1)[1])
+    return rows, calls
+
+
+def test_concurrent_grpc_predicts_are_batched_and_answered_right(main_server, digits):
+    """Stock stubs on 12 threads: each answer is its own row's, and batches merged rows."""
+    import tensorflow as tf
+
+    x = digits.x[:24]
+    expected = digits.expected(x)
+    predict, _ = grpc_stubs(main_server)
+    rows0, calls0 = _batch_totals(main_server)
+
+    def ask(i: int) -> np.ndarray:
+        response = predict.Predict(predict_request(x[i : i + 1]), timeout=30)
+        assert response.model_spec.version.value == 1
+        return tf.make_ndarray(response.outputs["probabilities"])[0]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(12) as pool:
+        for _ in range(3):
+            got = np.stack(list(pool.map(ask, range(24))))
+            np.testing.assert_allclose(got, expected, atol=ATOL)
+    rows1, calls1 = _batch_totals(main_server)
+    assert rows1 - rows0 == 72
+    assert calls1 - calls0 < 72, "some batch should have merged concurrent gRPC requests"
 
 
 def test_metrics_endpoints_count_requests(main_server):

@@ -273,6 +273,99 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
     assert sizes == calls
 
 
+def _on_a_loop(batcher: Batcher, inputs: list[dict], workers: int = 8):
+    """Call ``batcher.call_async`` for every input at once from one event loop."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def main():
+        with ThreadPoolExecutor(workers) as executor:
+            return await asyncio.gather(
+                *(batcher.call_async(x, executor) for x in inputs), return_exceptions=True
+            )
+
+    return asyncio.run(main())
+
+
+def test_async_callers_share_batches_and_get_their_own_rows():
+    calls: list[int] = []
+    params = cfg.BatchingParameters(
+        max_batch_size=8, batch_timeout_micros=200_000, max_enqueued_batches=10,
+        num_batch_threads=1,
+    )  # fmt: skip
+    batcher = Batcher(_slow_double(calls=calls), params)
+    try:
+        results = _on_a_loop(batcher, [{"x": np.full((1, 2), i, np.float32)} for i in range(12)])
+    finally:
+        batcher.close()
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], np.full((1, 2), 2 * i))
+    # 12 rows in batches of at most 8: the first fills (no timeout wait), the rest follow.
+    assert sorted(calls) == [4, 8]
+
+
+def test_async_callers_meet_the_queue_bound_and_batch_errors():
+    params = cfg.BatchingParameters(
+        max_batch_size=2, batch_timeout_micros=100_000, max_enqueued_batches=1,
+        num_batch_threads=1,
+    )  # fmt: skip
+    batcher = Batcher(_slow_double(), params)
+    try:
+        results = _on_a_loop(batcher, [{"x": np.ones((2, 1), np.float32)} for _ in range(3)])
+    finally:
+        batcher.close()
+    # One batch may wait while one runs, so of three 2-row requests (each fills a batch)
+    # at least one is turned away, with upstream's words.
+    rejected = [r for r in results if isinstance(r, ServingError)]
+    assert rejected, "a full queue must turn requests away"
+    assert all(e.code == "UNAVAILABLE" and str(e) == QUEUE_FULL for e in rejected)
+    answered = [r for r in results if isinstance(r, dict)]
+    assert len(answered) + len(rejected) == 3
+    assert all(np.array_equal(r["y"], np.full((2, 1), 2.0)) for r in answered)
+
+    def explode(inputs):
+        raise ValueError("model exploded")
+
+    batcher = Batcher(explode, cfg.BatchingParameters(max_batch_size=4, num_batch_threads=1))
+    try:
+        results = _on_a_loop(batcher, [{"x": np.ones((1, 1), np.float32)} for _ in range(4)])
+    finally:
+        batcher.close()
+    assert all(isinstance(r, ServingError) and r.code == "INTERNAL" for r in results)
+    assert all("ValueError: model exploded" in str(r) for r in results)
+
+
+def test_a_batch_whose_opener_gives_up_still_runs_for_the_others():
+    """A gRPC client that cancels must not take its batch (and the queue behind it) along."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = cfg.BatchingParameters(
+        max_batch_size=4, batch_timeout_micros=50_000, num_batch_threads=1
+    )
+    batcher = Batcher(_slow_double(), params)
+
+    async def main():
+        with ThreadPoolExecutor(1) as executor:
+            executor.submit(time.sleep, 0.5)  # the pool is busy: the batch may not wait for it
+            opener = asyncio.ensure_future(
+                batcher.call_async({"x": np.ones((1, 1), np.float32)}, executor)
+            )
+            await asyncio.sleep(0)  # the opener has opened the batch
+            other = asyncio.ensure_future(
+                batcher.call_async({"x": np.full((1, 1), 3, np.float32)}, executor)
+            )
+            await asyncio.sleep(0.01)
+            opener.cancel()
+            return await asyncio.wait_for(other, 2)
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        batcher.close()
+    np.testing.assert_array_equal(result["y"], [[6.0]])
+
+
 def test_batcher_queue_bound_answers_unavailable():
     gate = threading.Event()
     params = cfg.BatchingParameters(max_batch_size=4, max_enqueued_batches=1, num_batch_threads=1)
