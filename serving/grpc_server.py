@@ -154,12 +154,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _call(self, api: str, request: Any, context: Any) -> Any:
         return await _serve(self.core, self.executor, api, self.handlers[api], request, context)
 
-    async def Predict(self, request, context):
-        async def predict(r: Any, c: Call) -> Any:
-            return await self.core.predict_async(r, c, self.executor)
+    async def _predict(self, request: Any, call: Call) -> Any:
+        return await self.core.predict_async(request, call, self.executor)
 
+    async def Predict(self, request, context):
         return await _serve(
-            self.core, self.executor, "Predict", predict, request, context, on_loop=True
+            self.core, self.executor, "Predict", self._predict, request, context, on_loop=True
         )
 
     async def Classify(self, request, context):

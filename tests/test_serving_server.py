@@ -704,6 +704,18 @@ def test_rest_errors_have_upstreams_codes_and_name_the_inputs(
         assert needle in error, (needle, error)
 
 
+def _batch_totals(server: Server) -> tuple[float, float]:
+    """(rows, model calls) so far from the batch-size histogram."""
+    page = server.get("/monitoring/prometheus/metrics").text
+    rows = calls = 0.0
+    for line in page.splitlines():
+        if line.startswith("kts_serving_batch_size_sum"):
+            rows += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("kts_serving_batch_size_count"):
+            calls += float(line.rsplit(" ", 1)[1])
+    return rows, calls
+
+
 def test_concurrent_requests_are_batched_and_answered_right(main_server, digits):
     x = digits.x[:24]
     expected = digits.expected(x).argmax(-1).tolist()
@@ -725,31 +737,9 @@ def test_concurrent_requests_are_batched_and_answered_right(main_server, digits)
     with ThreadPoolExecutor(12) as pool:
         for _ in range(3):
             assert list(pool.map(ask, range(24))) == expected
-    page = main_server.get("/monitoring/prometheus/metrics").text
-    sums = [
-        float(line.rsplit(" ", 1)[1])
-        for line in page.splitlines()
-        if line.startswith("kts_serving_batch_size_sum")
-    ]
-    counts = [
-        float(line.rsplit(" ", 1)[1])
-        for line in page.splitlines()
-        if line.startswith("kts_serving_batch_size_count")
-    ]
-    assert sum(counts) >= 1
-    assert sum(sums) > sum(counts), "some batch should have merged concurrent requests"
-
-
-def _batch_totals(server: Server) -> tuple[float, float]:
-    """(rows, model calls) so far from the batch-size histogram."""
-    page = server.get("/monitoring/prometheus/metrics").text
-    rows = calls = 0.0
-    for line in page.splitlines():
-        if line.startswith("kts_serving_batch_size_sum"):
-            rows += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("kts_serving_batch_size_count"):
-            calls += float(line.rsplit(" ", 1)[1])
-    return rows, calls
+    rows, calls = _batch_totals(main_server)
+    assert calls >= 1
+    assert rows > calls, "some batch should have merged concurrent requests"
 
 
 def test_concurrent_grpc_predicts_are_batched_and_answered_right(main_server, digits):
