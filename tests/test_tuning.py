@@ -288,6 +288,48 @@ def test_search_killed_and_resumed_logs_one_child_run_per_trial(tmp_path):
     assert len(lines) == 1 + 3
 
 
+@pytest.mark.parametrize("left", ["empty id file", "pending only", "id of a deleted run"])
+def test_a_trial_restarted_after_a_kill_replaces_its_unfinished_child_run(tmp_path, left):
+    """Whatever a kill left in the trial's folder, a restarted trial ends with one child run."""
+    from service.tracking import Tracker
+    from tuning.tracking import TrialTracker
+
+    parent = Tracker.start(
+        uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        experiment="restart",
+        run_name=None,
+        required=True,
+        fallback_dir=tmp_path,
+    )
+    trials = TrialTracker(parent, "search")
+    trial_dir = tmp_path / "trial_00"
+    trial_dir.mkdir()
+    first = trials.start("00", {"units": 8}, trial_dir)
+    assert first is not None
+    first.flush()
+    known = trial_dir / "kts_child_run"
+    assert known.read_text() == first.run_id
+    # The states a SIGKILL can leave between creating the run and remembering it.
+    if left == "empty id file":
+        known.write_text("")
+        (trial_dir / "kts_child_pending").write_text("00")
+    elif left == "pending only":
+        known.unlink()
+        (trial_dir / "kts_child_pending").write_text("00")
+    else:
+        parent.client.delete_run(first.run_id)
+
+    second = trials.start("00", {"units": 16}, trial_dir)
+    assert second is not None
+    second.flush()
+    children = trials.children("00")
+    assert [c.info.run_id for c in children] == [second.run_id]
+    assert children[0].data.params == {"units": "16"}
+    assert known.read_text() == second.run_id
+    assert not (trial_dir / "kts_child_pending").exists()
+    parent.end()
+
+
 # -------------------------------------------------------------- distributed
 @pytest.mark.slow
 def test_chief_and_two_workers_share_one_search(tmp_path):

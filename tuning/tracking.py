@@ -72,8 +72,9 @@ class TrialTracker:
         client = self.parent.client
         known = trial_dir / "kts_child_run" if trial_dir is not None else None
         pending = trial_dir / "kts_child_pending" if trial_dir is not None else None
-        if known is not None and known.is_file():
-            self.parent.guarded("delete_run", client.delete_run, known.read_text().strip())
+        known_id = known.read_text().strip() if known is not None and known.is_file() else ""
+        if known_id:
+            self.parent.guarded("delete_run", client.delete_run, known_id)
         elif pending is None or pending.is_file():
             for run in self.children(trial_id):
                 self.parent.guarded("delete_run", client.delete_run, run.info.run_id)
@@ -95,7 +96,10 @@ class TrialTracker:
         if created is None:
             return None
         if known is not None and pending is not None:
-            known.write_text(created.info.run_id)
+            # Atomic: a kill mid-write must not leave an empty id that hides the run.
+            tmp = known.with_name(known.name + ".tmp")
+            tmp.write_text(created.info.run_id)
+            os.replace(tmp, known)
             pending.unlink(missing_ok=True)
         child = Tracker(client, created.info.run_id, self.parent.experiment, self.parent.uri, "")
         child.log_params(params, background=True)  # awaited by end() (Tracker.flush)
