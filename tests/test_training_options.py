@@ -187,3 +187,42 @@ def test_pca_and_lda_fitted_on_train_and_exported_inside_the_model(projection):
         (data.x[:20] - pre.stats["mean"]) / np.sqrt(pre.stats["variance"])
     )
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_a_backup_torn_by_a_kill_resumes_from_the_epoch_before(digits_small, tmp_path):
+    """A kill while the newest weights are written must not strand the run: the previous
+    epoch's copy is restored and training continues from there."""
+    import keras
+
+    from service.training import trainer
+
+    x, y = digits_small
+    cfg = load_config(DEFAULT, ["training.early_stopping.enabled=false"])
+    backup = tmp_path / "backup"
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise Killed  # after BackupAndRestore saved epoch 3: training never ends
+
+    def fit(extra: list, epochs: int) -> list[int]:
+        keras.utils.set_random_seed(0)
+        model = _model()
+        trainer.compile_model(model, cfg.training, "multiclass", steps_per_epoch=8)
+        seen: list[int] = []
+        record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(e))
+        callbacks = trainer.standard_callbacks(cfg.training, backup_dir=str(backup))
+        model.fit(
+            x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks + extra + [record]
+        )
+        return seen
+
+    with pytest.raises(Killed):
+        fit([KillAfterEpoch()], epochs=5)
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])  # the kill landed mid-write
+    assert fit([], epochs=5) == [2, 3, 4]  # epoch 2's backup restored, epochs 0-1 not redone
+    assert not backup.exists()  # finished: the backup is deleted

@@ -330,6 +330,35 @@ def test_a_trial_restarted_after_a_kill_replaces_its_unfinished_child_run(tmp_pa
     parent.end()
 
 
+def test_keras_tuner_state_files_are_never_seen_half_written(tmp_path):
+    """A kill (or a reader) mid-save finds the old state file or the new one, never a torn one."""
+    import threading
+
+    from keras_tuner.src import utils
+
+    from tuning.search import _atomic_keras_tuner_saves
+
+    _atomic_keras_tuner_saves()
+    path = tmp_path / "oracle.json"
+    utils.save_json(str(path), {"n": -1, "blob": ""})
+    done = threading.Event()
+
+    def write() -> None:
+        for n in range(300):
+            utils.save_json(str(path), {"n": n, "blob": "x" * 200_000})
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = set()
+    while not done.is_set():
+        seen.add(utils.load_json(str(path))["n"])  # raises on a torn file
+    writer.join()
+    assert utils.load_json(str(path))["n"] == 299
+    assert len(seen) > 1  # the reader really ran while the writer wrote
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.json"]
+
+
 # -------------------------------------------------------------- distributed
 @pytest.mark.slow
 def test_chief_and_two_workers_share_one_search(tmp_path):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -339,6 +340,37 @@ def _tracked(
     return Tracked
 
 
+def _atomic_keras_tuner_saves() -> None:
+    """Make Keras-Tuner write its state files (oracle, trials, build configs) atomically.
+
+    Keras-Tuner truncates and rewrites each JSON file in place, and it writes them just
+    as a trial ends and the next begins -- when a kill is most likely to land, since
+    that is when a finished trial becomes visible. A file left half written stops the
+    resumed search with a JSON error. All those writes go through
+    ``keras_tuner.src.utils.save_json``; local paths now get a temporary file renamed
+    over the old one (a reader or a resumed search sees the old file or the new one),
+    other file systems (``gs://``) keep Keras-Tuner's own write.
+    """
+    from keras_tuner.src import utils
+
+    if getattr(utils.save_json, "kts_atomic", False):
+        return
+    original = utils.save_json
+
+    def save_json(path: Any, obj: Any) -> str:
+        if "://" in str(path):
+            return str(original(path, obj))
+        text = json.dumps(obj)
+        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+        return text
+
+    save_json.kts_atomic = True  # type: ignore[attr-defined]
+    utils.save_json = save_json
+
+
 def make_tuner(
     cfg: RunConfig,
     hypermodel: Any,
@@ -354,6 +386,7 @@ def make_tuner(
     """
     import keras_tuner
 
+    _atomic_keras_tuner_saves()
     tuning = cfg.tuning
     assert tuning is not None
     common: dict[str, Any] = {

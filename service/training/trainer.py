@@ -150,7 +150,13 @@ def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
             )
         )
     if backup_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True))
+        # double_checkpoint: a kill while the weights are written leaves the previous
+        # epoch's copy, which Keras falls back to when the newest file cannot be read.
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(
+                backup_dir, delete_checkpoint=True, double_checkpoint=True
+            )
+        )
     return callbacks
 
 
