@@ -361,6 +361,28 @@ def _tf_code(err: BaseException) -> str:
     return errors.UNKNOWN
 
 
+def _freeze_imported_objects() -> None:
+    """Keep the garbage collector off the objects that importing TensorFlow made.
+
+    The imports leave ~400,000 objects that live as long as the process, and every full
+    collection walked all of them: 130-450 ms with the GIL held on this 2-CPU box, every
+    request waiting (one came within 12 s of load at concurrency 32). Frozen before any
+    model loads, they are skipped; a model version's objects are not frozen, so an
+    unloaded version is still collected. Throughput is unchanged (paired A/B); what goes
+    is the pause.
+    """
+    import gc
+
+    import tensorflow  # noqa: F401
+
+    import serving.grpc_server  # noqa: F401
+    import serving.rest  # noqa: F401
+    import serving.servable  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+
+
 def serve(options: ServerOptions, checked: CheckedOptions | None = None) -> None:
     """Run the server until SIGTERM/SIGINT (the ``kts serve`` command)."""
     logging.basicConfig(
@@ -369,6 +391,7 @@ def serve(options: ServerOptions, checked: CheckedOptions | None = None) -> None
         datefmt="%Y-%m-%d %H:%M:%S",
     )
     server = ModelServer(options, checked)
+    _freeze_imported_objects()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
