@@ -349,11 +349,17 @@ def _atomic_keras_tuner_saves() -> None:
     resumed search with a JSON error. All those writes go through
     ``keras_tuner.src.utils.save_json``; local paths now get a temporary file renamed
     over the old one (a reader or a resumed search sees the old file or the new one),
-    other file systems (``gs://``) keep Keras-Tuner's own write.
+    other file systems (``gs://``) keep Keras-Tuner's own write. A Keras-Tuner without
+    that function keeps its own writes too. A kill mid-write leaves only a
+    ``*.json.tmp-*`` file beside the intact one.
     """
-    from keras_tuner.src import utils
-
-    if getattr(utils.save_json, "kts_atomic", False):
+    try:
+        from keras_tuner.src import utils
+    except ImportError:
+        return
+    if not callable(getattr(utils, "save_json", None)) or getattr(
+        utils.save_json, "kts_atomic", False
+    ):
         return
     original = utils.save_json
 
