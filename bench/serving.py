@@ -279,14 +279,9 @@ def failed_requests(metrics_port: int) -> float:
 
 def batch_totals(metrics_port: int) -> tuple[float, float]:
     """(rows, model calls) so far from kts serve's ``kts_serving_batch_size`` histogram."""
-    text = metrics_text(metrics_port)
-    rows = calls = 0.0
-    for line in text.splitlines():
-        if line.startswith("kts_serving_batch_size_sum{"):
-            rows += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("kts_serving_batch_size_count{"):
-            calls += float(line.rsplit(" ", 1)[1])
-    return rows, calls
+    from serving.metrics import histogram_totals
+
+    return histogram_totals(metrics_text(metrics_port), "kts_serving_batch_size")
 
 
 @dataclass

@@ -23,8 +23,8 @@ run at once.
 
 Callers on an asyncio event loop (the gRPC front end) use `Batcher.call_async`: the
 same queue and rules, but a follower waits on a loop future instead of a thread (the
-leader wakes all of a loop's followers with one callback), and a leader runs in the
-given executor. No thread is held per waiting request.
+leader wakes all of a loop's followers with one callback), and a batch opened from the
+loop is led by a thread of its own. No thread is held per waiting request.
 """
 
 from __future__ import annotations

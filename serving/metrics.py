@@ -185,3 +185,15 @@ class Metrics:
             ):
                 metric.render(lines)
         return "\n".join(lines) + "\n"
+
+
+def histogram_totals(page: str, name: str) -> tuple[float, float]:
+    """(sum, count) of histogram ``name`` over all its label sets, read from a rendered
+    Prometheus page (for clients and benchmarks reading ``kts serve``'s metrics)."""
+    total = count = 0.0
+    for line in page.splitlines():
+        if line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count

@@ -361,9 +361,9 @@ class Servable:
     ) -> tuple[str, dict[str, np.ndarray]]:
         """Run a signature on named input arrays; returns (signature key, outputs)."""
         sig = self._predict_signature(signature_name, inputs, output_filter)
-        batched = batch and self._batching is not None and not self._closed
-        runner = self._batcher(sig) if batched else sig.call
-        return sig.name, _filtered(runner(inputs), output_filter)
+        batcher = self._batcher(sig) if batch else None
+        outputs = batcher(inputs) if batcher is not None else sig.call(inputs)
+        return sig.name, _filtered(outputs, output_filter)
 
     async def predict_async(
         self,
@@ -374,9 +374,9 @@ class Servable:
     ) -> tuple[str, dict[str, np.ndarray]]:
         """`predict` for a caller on an asyncio event loop: the model runs in ``executor``."""
         sig = self._predict_signature(signature_name, inputs, output_filter)
-        runner = self._batcher(sig) if self._batching is not None and not self._closed else None
-        if isinstance(runner, Batcher):
-            outputs = await runner.call_async(inputs, executor)
+        batcher = self._batcher(sig)
+        if batcher is not None:
+            outputs = await batcher.call_async(inputs, executor)
         else:
             outputs = await asyncio.get_running_loop().run_in_executor(executor, sig.call, inputs)
         return sig.name, _filtered(outputs, output_filter)
@@ -397,14 +397,16 @@ class Servable:
             raise invalid_argument(f"duplicate output tensor alias: {list(output_filter)}")
         return sig
 
-    def _batcher(self, sig: Signature) -> Callable[[Mapping[str, np.ndarray]], dict]:
+    def _batcher(self, sig: Signature) -> Batcher | None:
+        """The signature's batcher; None when batching is off or this version is closing."""
+        if self._batching is None or self._closed:
+            return None
         batcher = self._batchers.get(sig.name)
         if batcher is not None:
             return batcher
-        assert self._batching is not None
         with self._batchers_lock:
             if self._closed:
-                return sig.call
+                return None
             batcher = self._batchers.get(sig.name)
             if batcher is None:
                 on_batch = self._on_batch

@@ -706,14 +706,10 @@ def test_rest_errors_have_upstreams_codes_and_name_the_inputs(
 
 def _batch_totals(server: Server) -> tuple[float, float]:
     """(rows, model calls) so far from the batch-size histogram."""
+    from serving.metrics import histogram_totals
+
     page = server.get("/monitoring/prometheus/metrics").text
-    rows = calls = 0.0
-    for line in page.splitlines():
-        if line.startswith("kts_serving_batch_size_sum"):
-            rows += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("kts_serving_batch_size_count"):
-            calls += float(line.rsplit(" ", 1)[1])
-    return rows, calls
+    return histogram_totals(page, "kts_serving_batch_size")
 
 
 def test_concurrent_requests_are_batched_and_answered_right(main_server, digits):

@@ -15,7 +15,7 @@ import pytest
 from serving import config as cfg
 from serving.batching import QUEUE_FULL, Batcher
 from serving.errors import HTTP_STATUS, ServingConfigError, ServingError
-from serving.metrics import Metrics
+from serving.metrics import Metrics, histogram_totals
 from serving.tensors import (
     columnar_json,
     inputs_to_arrays,
@@ -523,3 +523,11 @@ def test_metrics_page_counts_per_model_version_signature():
         in page
     )
     assert "# TYPE kts_serving_batch_size histogram" in page
+
+
+def test_histogram_totals_read_back_from_the_page_across_label_sets():
+    metrics = Metrics()
+    for version, size in ((3, 5), (3, 7), (4, 2)):
+        metrics.observe_batch("digits", version, "serving_default", size)
+    assert histogram_totals(metrics.render(), "kts_serving_batch_size") == (14.0, 3.0)
+    assert histogram_totals(metrics.render(), "kts_serving_request_latency_seconds") == (0.0, 0.0)
