@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipelines.steps import Blessing
 from service.config import RunConfig
 
@@ -31,18 +29,31 @@ def _champion_score(
     path = (version.tags or {}).get("kts.export_path") or run.data.tags.get("kts.export_path")
     if not path or not Path(path).is_dir():
         return None
+    from service.training.trainer import evaluate
+
+    scores = evaluate(
+        None,
+        data,
+        parts.split.test,
+        cfg=cfg,
+        task=data.task,
+        predict=_saved_model_predict(path, data.input_name),
+    ).metrics
+    return scores.get(metric)
+
+
+def _saved_model_predict(path: str, input_name: str):
+    """A batch of raw inputs -> the outputs of an exported version's serving signature."""
     import tensorflow as tf
 
-    from service.training.trainer import score
-
-    rows = parts.split.test
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    x = data.x[rows].astype(str) if data.kind == "text" else data.x[rows]
-    out = serve(**{data.input_name: tf.constant(x)})
-    (value,) = [out[k] for k in ("probabilities", "predictions", "reconstructions") if k in out]
-    outputs = np.asarray(value, dtype="float64")
-    scores = {f"test_{k}": v for k, v in score(data.task, data.targets[rows], outputs).items()}
-    return scores.get(metric)
+
+    def predict(x):
+        out = serve(**{input_name: x})
+        (value,) = [out[k] for k in ("probabilities", "predictions", "reconstructions") if k in out]
+        return value
+
+    return predict
 
 
 def bless(
@@ -104,7 +115,8 @@ def register(
 
     alias = CHAMPION if champion else CHALLENGER
     rows = parts.split.validation[:2] if len(parts.split.validation) else parts.split.train[:2]
-    example = data.x[rows].astype(str) if data.kind == "text" else data.x[rows]
+    example = data.take(rows)
+    example = example.astype(str) if data.kind == "text" else example
     link: dict[str, Any] = {"kts.export_path": exported.path}
     if champion:
         link["kts.serving_version"] = exported.version

@@ -1,6 +1,6 @@
 """Run one pipeline from a validated `RunConfig` and report a `RunSummary`.
 
-ingest -> split -> train -> evaluate -> bless -> export -> register, tracked in one
+ingest -> split -> check -> train -> evaluate -> bless -> export -> register, tracked in one
 MLflow run. A run killed mid-training and started again with the same command
 resumes from its last backed-up epoch into the same MLflow run (the run id and a
 hash of the resolved config are kept in ``runs/<name>/state.json``).
@@ -21,6 +21,9 @@ import yaml
 
 from pipelines import steps
 from service.config import RunConfig, flatten
+
+# Test rows the report pictures read (the metrics use every test row).
+REPORT_ROWS = 2_000
 
 
 @dataclass
@@ -159,7 +162,7 @@ def run(cfg: RunConfig) -> RunSummary:
     )
     # Validate the data before anything is recorded: bad data writes nothing.
     data = steps.ingest(cfg)
-    parts = steps.split(cfg, data)
+    parts = steps.check(cfg, data, steps.split(cfg, data))
 
     tracker = None
     if cfg.tracking.enabled and is_chief:
@@ -217,6 +220,13 @@ class Pipeline:
             )
         evaluated = steps.evaluate(cfg, data, parts, trained)
         metrics = {**evaluated.metrics, "best_epoch": float(trained.best_epoch)}
+        if tracker is not None:
+            tracker.log_metrics(
+                {
+                    "data_skipped_rows": float(len(parts.skipped)),
+                    "input_bound": float(trained.input_bound),
+                }
+            )
         if tracker is not None:
             tracker.log_metrics(metrics)
             if cfg.tracking.reports:
@@ -279,9 +289,16 @@ class Pipeline:
                 "fingerprint": parts.fingerprint,
                 "rows": {k: len(v) for k, v in parts.split.parts().items()},
                 "class_counts": parts.class_counts,
+                "rows_checked": parts.rows_checked,
+                "skipped_rows": len(parts.skipped),
             },
             "split.json",
         )
+        if parts.skipped:
+            described = [
+                f"{data.reader.describe(row)}: {why}" for row, why in sorted(parts.skipped.items())
+            ]
+            tracker.log_text("\n".join(described[:10_000]) + "\n", "data/skipped_rows.txt")
 
     def _tune(self, data: Any, parts: steps.SplitResult, callbacks: list) -> steps.Trained:
         """Search on this run's split, then the run's model as `tuning.final` says.
@@ -373,7 +390,9 @@ class Pipeline:
         from service import reports
         from service.models.describe import describe_model
 
-        cfg, te = self.cfg, parts.split.test
+        cfg = self.cfg
+        # Pictures read a bounded sample of test rows (autoencoders keep fewer outputs).
+        te = parts.split.test[: min(REPORT_ROWS, len(evaluated.predictions))]
         out_dir = cfg.run_dir / "reports"
         try:
             layer_table = describe_model(trained.model, name=cfg.model.type).to_text()
@@ -386,9 +405,9 @@ class Pipeline:
             trained.model,
             history=history,
             best_epoch=best,
-            x_test=data.x[te],
+            x_test=data.take(te),
             y_test=data.y[te],
-            y_pred=evaluated.predictions,
+            y_pred=evaluated.predictions[: len(te)],
             class_names=data.class_names,
             task=data.task,
             out_dir=out_dir,
@@ -398,6 +417,7 @@ class Pipeline:
                 "split": {
                     "fingerprint": parts.fingerprint,
                     **{k: len(v) for k, v in parts.split.parts().items()},
+                    "test rows in the pictures": len(te),
                 },
                 "metrics": metrics,
                 "params": flatten(cfg.to_dict()),
@@ -461,6 +481,16 @@ class Pipeline:
             commands["mlflow ui"] = tracker.ui_command()
             if tracker.fallback_note:
                 notes.append(tracker.fallback_note)
+        if parts.skipped:
+            notes.append(
+                f"data: {len(parts.skipped)} bad rows left out (data.on_bad_rows: skip), "
+                f"first {data.reader.describe(min(parts.skipped))}"
+            )
+        if trained.input_bound:
+            notes.append(
+                "input-bound: train steps waited for data (metric input_wait_fraction); try "
+                "data.cache: memory or disk, or fewer/faster augmentation layers"
+            )
         if exported is not None and blessing is not None:
             base = Path(exported.path).parent
             commands["serve"] = (

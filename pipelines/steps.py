@@ -1,6 +1,6 @@
 """The pipeline's steps: each takes typed inputs and returns one typed result.
 
-ingest -> split -> train -> evaluate -> bless -> export -> register. Each step
+ingest -> split -> check -> train -> evaluate -> bless -> export -> register. Each step
 checks that it produced what it promised (non-empty parts, finite metrics, a
 loadable version folder) so a broken step fails where it broke.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class SplitResult:
     split: Split
     fingerprint: str
     class_counts: dict[str, dict[str, int]]
+    skipped: dict[int, str] = field(default_factory=dict)  # bad rows left out (row -> why)
+    rows_checked: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Trained:
     best_epoch: int
     loss: str
     initial_epoch: int = 0
+    input_bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,7 @@ def split(cfg: RunConfig, data: Dataset) -> SplitResult:
     from service.data.split import make_split
 
     # An autoencoder's data may still carry class labels: they stratify the split.
-    labelled = data.task in ("multiclass", "binary") or (
-        data.task == "reconstruction" and bool(data.class_names)
-    )
+    labelled = _labelled(data)
     result = make_split(
         data.y,
         cfg.data.split,
@@ -90,6 +91,42 @@ def split(cfg: RunConfig, data: Dataset) -> SplitResult:
             raise RuntimeError(f"split: the {name} part is empty")
     counts = result.class_counts(data.y) if labelled else {}
     return SplitResult(result, result.fingerprint, counts)
+
+
+def _labelled(data: Dataset) -> bool:
+    return data.task in ("multiclass", "binary") or (
+        data.task == "reconstruction" and bool(data.class_names)
+    )
+
+
+def check(cfg: RunConfig, data: Dataset, parts: SplitResult) -> SplitResult:
+    """The checking pass (`service.data.scan`): read the rows once, find bad rows and
+    fit the train/validation statistics. A bad row is a `UserError` (nothing has been
+    recorded yet) or, with ``data.on_bad_rows: skip``, is left out of its part."""
+    from service.data.scan import bad_rows_error, needs_moments, scan
+
+    found = scan(
+        data,
+        parts.split.parts(),
+        validate=cfg.data.validate_rows,
+        fit_moments=needs_moments(data, cfg.data.preprocessing),
+        seed=cfg.seed,
+    )
+    if not found.bad:
+        return replace(parts, rows_checked=found.rows_read)
+    if cfg.data.on_bad_rows == "error":
+        raise bad_rows_error(data, found.bad)
+    bad = np.array(sorted(found.bad), dtype="int64")
+    kept = {k: np.setdiff1d(v, bad) for k, v in parts.split.parts().items()}
+    for name, idx in kept.items():
+        if len(idx) == 0:
+            raise UserError(
+                f"data.on_bad_rows: skip left the {name} part empty ({len(bad)} bad rows, "
+                f"first {data.reader.describe(int(bad[0]))}); expected usable rows in every part"
+            )
+    clean = Split(kept["train"], kept["validation"], kept["test"])
+    counts = clean.class_counts(data.y) if _labelled(data) else {}
+    return SplitResult(clean, clean.fingerprint, counts, dict(found.bad), found.rows_read)
 
 
 def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
@@ -117,7 +154,9 @@ def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
     if data.task == "regression":
         core = _with_target_scale(core, data.y[train_rows])
     elif data.task == "reconstruction":
-        core = _with_input_range(cfg, core, pre.output_shape, data.x[train_rows])
+        from service.data.scan import moments
+
+        core = _with_input_range(cfg, core, pre.output_shape, moments(data, train_rows))
     return assemble(
         core,
         pre,
@@ -127,7 +166,7 @@ def build_model(cfg: RunConfig, data: Dataset, train_rows: np.ndarray):
     )
 
 
-def _with_input_range(cfg: RunConfig, core, shape: tuple[int, ...], x_train: np.ndarray):
+def _with_input_range(cfg: RunConfig, core, shape: tuple[int, ...], train: Any):
     """An autoencoder's output mapped back to the raw input range of the train split.
 
     The builder reconstructs in [0, 1] (sigmoid) or z-scores (linear) of its
@@ -144,7 +183,7 @@ def _with_input_range(cfg: RunConfig, core, shape: tuple[int, ...], x_train: np.
             f"is {produced}; data.task 'reconstruction' needs an output shaped as its "
             f"input {tuple(shape)} (e.g. conv_autoencoder)."
         )
-    low, high = float(np.min(x_train)), float(np.max(x_train))
+    low, high = float(train.low), float(train.high)  # the train rows' value range
     inputs = keras.Input(shape=core.input_shape[1:], dtype=core.inputs[0].dtype)
     outputs = keras.layers.Rescaling(
         scale=(high - low) or 1.0, offset=low, dtype="float32", name="input_range"
@@ -170,10 +209,6 @@ def _with_target_scale(core, y_train: np.ndarray):
     return keras.Model(inputs, outputs, name=core.name)
 
 
-def _one_hot(cfg: RunConfig, data: Dataset) -> int | None:
-    return data.num_classes if cfg.training.loss == "categorical_crossentropy" else None
-
-
 def train(
     cfg: RunConfig,
     data: Dataset,
@@ -191,39 +226,30 @@ def train(
     with no validation data (early stopping must then be off); its best epoch is
     the last.
     """
+    from service.data.stream import Shard
     from service.training import trainer
 
     tr, va = parts.split.train, parts.split.validation
     if fit_rows is not None:
         tr, va = fit_rows, None
-    bs = cfg.training.batch_size
-    steps_per_epoch = max(1, math.ceil(len(tr) / bs))
+    shard = runtime.input_shard()
+    shard = Shard(*shard) if shard else None
+    steps_per_epoch = max(1, math.ceil(len(tr) / cfg.training.batch_size))
     runtime.reseed()
     with runtime.scope():
         model = build_model(cfg, data, tr)
         loss = trainer.compile_model(
             model, cfg.training, data.task, steps_per_epoch=steps_per_epoch
         )
-    one_hot = _one_hot(cfg, data)
-    targets = data.targets
-    train_ds = trainer.make_dataset(
-        data.x[tr], targets[tr], batch_size=bs, shuffle=True, seed=cfg.seed, one_hot=one_hot
-    )
-    val_ds = (
-        trainer.make_dataset(
-            data.x[va], targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=one_hot
-        )
-        if va is not None
-        else None
-    )
-    weights = (
-        trainer.class_weights(cfg.training, data.y[tr], data.class_names)
-        if data.task in ("multiclass", "binary")
-        else None
-    )
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+    if shard is not None:
+        _record_shard(cfg, runtime, data, shard, tr)
+    monitor = trainer.InputMonitor(len(shard.rows(tr)) if shard else len(tr))
+    history = trainer.fit(
+        model,
+        cfg=cfg,
+        data=data,
+        train_rows=tr,
+        val_rows=va,
         epochs=cfg.training.epochs,
         # Tracking callbacks first: an epoch is logged before it is backed up, and a
         # replayed epoch is not logged twice (the tracker skips logged steps).
@@ -232,35 +258,48 @@ def train(
             cfg.training, backup_dir=str(backup_dir) if backup_dir else None
         ),
         verbose=cfg.training.verbose,
-        class_weight=weights,
-        shuffle=False,  # the train dataset shuffles itself each epoch
+        shard=shard,
+        monitor=monitor,
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     if not hist.get("loss") or not all(math.isfinite(v) for v in hist["loss"]):
         raise RuntimeError(f"train: loss is not finite: {hist.get('loss')}")
     first_epoch = int(history.epoch[0]) if history.epoch else 0
-    monitor = cfg.training.early_stopping.monitor
-    curve = hist.get(monitor, hist["loss"])
-    best = int(np.argmax(curve) if trainer.higher_is_better(monitor) else np.argmin(curve))
+    monitor_name = cfg.training.early_stopping.monitor
+    curve = hist.get(monitor_name, hist["loss"])
+    best = int(np.argmax(curve) if trainer.higher_is_better(monitor_name) else np.argmin(curve))
     if va is None:
         best = len(hist["loss"]) - 1  # no held-out data: the last epoch is the model
     return Trained(
-        model, hist, first_epoch + len(hist["loss"]), first_epoch + best, loss, first_epoch
+        model,
+        hist,
+        first_epoch + len(hist["loss"]),
+        first_epoch + best,
+        loss,
+        first_epoch,
+        input_bound=monitor.input_bound,
     )
 
 
+def _record_shard(cfg: RunConfig, runtime: Any, data: Dataset, shard: Any, rows: np.ndarray):
+    """Write which rows this worker reads (``runs/<name>/shards/<task>.npy``), so who
+    read what can be checked after a multi-worker run."""
+    folder = cfg.run_dir / "shards"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"{runtime.task.replace('/', '-')}.npy", shard.rows(np.asarray(rows)))
+
+
 def evaluate(cfg: RunConfig, data: Dataset, parts: SplitResult, trained: Trained) -> Evaluated:
-    """Score the trained model once on the test split."""
+    """Score the trained model once on the test split (streamed)."""
     from service.training import trainer
 
-    te = parts.split.test
     result = trainer.evaluate(
         trained.model,
-        data.x[te],
-        data.targets[te],
+        data,
+        parts.split.test,
+        cfg=cfg,
         task=data.task,
-        batch_size=cfg.training.batch_size,
-        one_hot=_one_hot(cfg, data),
+        loss=trained.loss,
     )
     if not all(math.isfinite(v) for v in result.metrics.values()):
         raise RuntimeError(f"evaluate: non-finite test metrics {result.metrics}")
@@ -280,7 +319,7 @@ def export(
 
     warmup = None
     if warmup_rows is not None and len(warmup_rows):
-        warmup = data.x[warmup_rows[:8]]
+        warmup = data.take(warmup_rows[:8])
         warmup = warmup.astype(str) if data.kind == "text" else warmup
     out = export_saved_model(
         trained.model,

@@ -80,9 +80,13 @@ class SplitConfig(Section):
 
 
 class FeatureSpec(Section):
-    """One feature of a TFRecord of `tf.train.Example`s."""
+    """One feature of a TFRecord of `tf.train.Example`s.
 
-    dtype: Literal["float32", "int64", "string"] = "float32"
+    ``image``: encoded PNG/JPEG/BMP/GIF bytes (a bytes feature), decoded and resized
+    to `data.image_size` with `data.color_mode`, like the files of an image folder.
+    """
+
+    dtype: Literal["float32", "int64", "string", "image"] = "float32"
     shape: list[int] = Field(default_factory=list)
 
 
@@ -102,6 +106,31 @@ class PreprocessingConfig(Section):
         return self
 
 
+class AugmentationConfig(Section):
+    """Random image changes applied to the train part only, never exported.
+
+    Keras preprocessing layers run inside the input pipeline on each train batch
+    (validation, test and serving see the data as it is). Each key is searchable
+    by the tuner like any other (``data.augmentation.rotation``). Factors follow the
+    Keras layers: ``rotation`` is a fraction of a full turn, ``zoom`` and
+    ``translation`` fractions of the image size, ``contrast`` and ``brightness``
+    fractions of the value range.
+    """
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    rotation: float = Field(0.0, ge=0, le=1)
+    zoom: float = Field(0.0, ge=0, lt=1)
+    translation: float = Field(0.0, ge=0, lt=1)
+    contrast: float = Field(0.0, ge=0, lt=1)
+    brightness: float = Field(0.0, ge=0, le=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any(
+            getattr(self, k) for k in ("rotation", "zoom", "translation", "contrast", "brightness")
+        )
+
+
 BUILTIN_SOURCES = ("digits", "breast_cancer", "sunspots")
 FILE_SOURCES = ("csv", "parquet", "npz", "image_dir", "text_dir", "tfrecord")
 
@@ -113,6 +142,8 @@ class DataConfig(Section):
     ``breast_cancer`` (scikit-learn), ``sunspots`` (statsmodels; yearly sunspot
     numbers, a time series). File sources read `path`.
     """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     source: Literal[
         "digits",
@@ -143,6 +174,22 @@ class DataConfig(Section):
     horizon: int = Field(1, ge=1)
     split: SplitConfig = SplitConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    # The input pipeline (tf.data): rows are read, decoded and checked as they are
+    # consumed. `shuffle_buffer` rows of a table or TFRecord source are shuffled
+    # before decoding (image and text folders shuffle the whole file list each
+    # epoch); `cache` keeps decoded rows after the first epoch (memory, or files
+    # under the run folder); `deterministic` keeps parallel reads in order.
+    shuffle_buffer: int = Field(10_000, ge=1)
+    cache: Literal["none", "memory", "disk"] = "none"
+    deterministic: bool = True
+    # The checking pass before training: every row (`full`), the train and
+    # validation rows plus up to 1,000 test rows (`sample`), or only the rows
+    # statistics are fitted on (`none`). A bad row stops the run (exit 2) or, with
+    # `on_bad_rows: skip`, is left out and counted (metric `data_skipped_rows`).
+    # (`validate` in YAML; the Python name avoids pydantic's own `validate`.)
+    validate_rows: Literal["full", "sample", "none"] = Field("full", alias="validate")
+    on_bad_rows: Literal["error", "skip"] = "error"
+    augmentation: AugmentationConfig = AugmentationConfig()
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataConfig:
@@ -612,7 +659,7 @@ class RunConfig(Section):
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (model options inlined)."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
 
 # --------------------------------------------------------------- loading

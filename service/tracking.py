@@ -223,8 +223,11 @@ class Tracker:
         self.guarded("log_dataset", self._log_dataset, data, parts)
 
     def _log_dataset(self, data: Any, parts: Any) -> None:
+        import hashlib
+
+        import numpy as np
         from mlflow.data.code_dataset_source import CodeDatasetSource
-        from mlflow.data.numpy_dataset import from_numpy
+        from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
 
         # File sources ("csv:data/train.csv") are recorded by absolute path; built-in
@@ -232,15 +235,27 @@ class Tracker:
         kind, _, where = data.source.partition(":")
         source: Any
         if where and Path(where).exists():
-            source = str(Path(where).resolve())
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+            source = resolve_dataset_source(str(Path(where).resolve()))
         else:
             source = CodeDatasetSource(tags={"kts.data_source": data.source})
-        x = data.x.astype(str) if data.x.dtype == object else data.x
-        dataset = from_numpy(
-            x.reshape(len(x), -1) if x.ndim > 2 else x,
-            targets=data.y,
+        # The digest covers the index (labels, row identities, shape), not the pixels:
+        # computing it never reads the data again.
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(data.y).tobytes())
+        if data.keys is not None:
+            digest.update(np.ascontiguousarray(data.keys).tobytes())
+        digest.update(repr((data.source, tuple(data.input_shape), data.class_names)).encode())
+        from mlflow.types.schema import Schema, TensorSpec
+
+        dtype = np.dtype(object) if data.kind == "text" else np.dtype("float32")
+        schema = Schema([TensorSpec(dtype, (-1, *data.input_shape), name=data.input_name)])
+        dataset = MetaDataset(  # type: ignore[abstract]
             source=source,
             name=Path(where).name if where else data.source.rsplit(".", 1)[-1],
+            digest=digest.hexdigest()[:8],
+            schema=schema,
         )
         entity = dataset._to_mlflow_entity()
         inputs = [

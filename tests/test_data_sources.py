@@ -65,7 +65,7 @@ def _fault_table():
         frame.loc[3, "a"] = np.nan
         return {"source": "csv", "path": _write(frame, tmp / "d.csv"), "label": "label"}, [
             "NaN or inf",
-            "first row 3",
+            "d.csv: row 3",
         ]
 
     def inf_feature(tmp):
@@ -73,7 +73,7 @@ def _fault_table():
         frame.loc[5, "b"] = np.inf
         return {"source": "csv", "path": _write(frame, tmp / "d.csv"), "label": "label"}, [
             "NaN or inf",
-            "first row 5",
+            "d.csv: row 5",
         ]
 
     def nan_label(tmp):
@@ -146,12 +146,23 @@ def _fault_table():
     ]
 
 
+def _load_and_check(cfg: DataConfig):
+    """The index pass, then the checking pass over every row (as `kts run` does)."""
+    from service.data.scan import bad_rows_error, scan
+
+    data = sources.load(cfg)
+    found = scan(data, {"all": np.arange(len(data))}, validate="full", fit_moments=False)
+    if found.bad:
+        raise bad_rows_error(data, found.bad)
+    return data
+
+
 @pytest.mark.parametrize("fault", _fault_table(), ids=lambda f: f.__name__)
 def test_fault_is_a_one_line_user_error(tmp_path, fault):
     data_cfg, needles = fault(tmp_path)
     cfg = DataConfig.model_validate(data_cfg)
     with pytest.raises(UserError) as info:
-        sources.load(cfg)
+        _load_and_check(cfg)
     message = str(info.value)
     assert "\n" not in message
     for needle in needles:
@@ -198,7 +209,7 @@ def test_nan_in_features_via_cli_writes_nothing(tmp_path):
         ],
         cwd=tmp_path,
     )
-    assert_user_error(result, "d.csv", "NaN or inf", "first row 7")
+    assert_user_error(result, "d.csv: row 7", "NaN or inf")
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "runs").exists()
 
@@ -212,8 +223,11 @@ def test_csv_infers_binary_and_keeps_feature_order(tmp_path):
     assert data.task == "binary"
     assert data.class_names == ("cat", "dog")
     assert data.feature_names == ("a", "b")
-    assert data.x.shape == (40, 2)
-    assert data.x.dtype == np.float32
+    assert data.streamed
+    x = data.take(np.arange(40))
+    assert x.shape == (40, 2)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, _table()[["a", "b"]].to_numpy(), rtol=1e-6)
     np.testing.assert_array_equal(data.y[:4], [0, 1, 0, 1])
 
 
@@ -249,15 +263,17 @@ def test_image_dir_and_text_dir(tmp_path):
             {"source": "image_dir", "path": str(tmp_path / "img"), "image_size": [6, 6]}
         )
     )
-    assert images.x.shape == (6, 6, 6, 3)
+    x = images.take(np.arange(6))
+    assert x.shape == (6, 6, 6, 3)
     assert images.class_names == ("dark", "light")
-    assert images.x[images.y == 1].mean() > images.x[images.y == 0].mean()
+    np.testing.assert_array_equal(x[images.y == 0], 10.0)
+    np.testing.assert_array_equal(x[images.y == 1], 240.0)
     texts = sources.load(
         DataConfig.model_validate({"source": "text_dir", "path": str(tmp_path / "txt")})
     )
     assert texts.kind == "text"
     assert texts.input_name == "text"
-    assert texts.x[0].startswith("dark")
+    assert texts.take(np.array([0]))[0] == "dark words 0"
 
 
 def test_tfrecord_with_feature_spec(tmp_path):
@@ -289,7 +305,7 @@ def test_tfrecord_with_feature_spec(tmp_path):
         }
     )
     data = sources.load(cfg)
-    np.testing.assert_array_equal(data.x[2], [2.0, 3.0])
+    np.testing.assert_array_equal(data.take(np.array([2]))[0], [2.0, 3.0])
     np.testing.assert_array_equal(data.y, [0, 1, 0, 1, 0, 1])
     bad = DataConfig.model_validate(
         {

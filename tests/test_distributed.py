@@ -67,6 +67,22 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_exports(tmp_path):
     assert (tmp_path / "worker0" / "mlflow.db").exists()
     assert not (tmp_path / "worker1" / "mlflow.db").exists()
     assert chief["split_fingerprint"] == worker["split_fingerprint"]
+    # Each worker read its own rows of the train part: disjoint, equal in number
+    # (equal steps), together all of it but at most one row.
+    shards = [
+        np.load(next((tmp_path / f"worker{i}" / "runs").glob(f"*/shards/worker-{i}.npy")))
+        for i in range(2)
+    ]
+    assert len(shards[0]) == len(shards[1]) > 0
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())
+    from pipelines import steps
+    from service.config import load_config
+
+    cfg = load_config(CONFIGS / "digits_cnn.yaml")
+    train = steps.split(cfg, steps.ingest(cfg)).split.train
+    both = np.concatenate(shards)
+    assert set(both.tolist()) <= set(train.tolist())
+    assert len(both) >= len(train) - 1
 
     a = tf.saved_model.load(chief["export"]["path"])
     b = tf.saved_model.load(worker["export"]["path"])

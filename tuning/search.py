@@ -132,9 +132,6 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
             validated[key] = apply(cfg, values)
         return validated[key]
 
-    def one_hot(trial_cfg: RunConfig) -> int | None:
-        return data.num_classes if trial_cfg.training.loss == "categorical_crossentropy" else None
-
     class RunConfigHyperModel(keras_tuner.HyperModel):
         """Builds and fits one trial on ``rows`` (fit, score): the split's train and
         validation, or one k-fold fold while the tuner runs that fold."""
@@ -151,37 +148,20 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             trial_cfg = trial_config(hp)
-            bs = trial_cfg.training.batch_size
-            hot = one_hot(trial_cfg)
             tr, va = self.rows
-            train_ds = trainer.make_dataset(
-                data.x[tr],
-                data.targets[tr],
-                batch_size=bs,
-                shuffle=True,
-                seed=cfg.seed,
-                one_hot=hot,
-            )
-            val_ds = trainer.make_dataset(
-                data.x[va], data.targets[va], batch_size=bs, shuffle=False, seed=0, one_hot=hot
-            )
             callbacks = list(kwargs.pop("callbacks", []))
             if cfg.tuning is not None and cfg.tuning.early_stopping:
                 callbacks += trainer.standard_callbacks(trial_cfg.training, backup_dir=None)
-            weights = (
-                trainer.class_weights(trial_cfg.training, data.y[tr], data.class_names)
-                if data.task in ("multiclass", "binary")
-                else None
-            )
-            return model.fit(
-                train_ds,
-                validation_data=val_ds,
+            return trainer.fit(
+                model,
+                cfg=trial_cfg,
+                data=data,
+                train_rows=tr,
+                val_rows=va,
                 epochs=kwargs.pop("epochs", epochs),
                 initial_epoch=kwargs.pop("initial_epoch", 0),
                 callbacks=callbacks,
                 verbose=0,
-                class_weight=weights,
-                shuffle=False,
             )
 
     return RunConfigHyperModel()

@@ -43,24 +43,53 @@ def _projection_layer(name: str, kernel: np.ndarray, bias: np.ndarray):
     return layer
 
 
+# PCA / LDA are fitted on at most this many train rows (evenly spaced), held in memory.
+PROJECTION_SAMPLE = 100_000
+
+
+def _sample(rows: np.ndarray, limit: int) -> np.ndarray:
+    rows = np.sort(np.asarray(rows))
+    if len(rows) <= limit:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, limit).astype("int64")]
+
+
 def fit_preprocessing(data: Any, train_rows: np.ndarray, cfg: Any) -> Preprocessor:
-    """Fit the preprocessing for ``data`` on ``train_rows`` only.
+    """Fit the preprocessing for ``data`` on ``train_rows`` only, by streaming.
+
+    Normalization comes from the rows' moments (`service.data.scan.moments`: the
+    checking pass's, or one more streaming read); the text vocabulary from
+    `TextVectorization.adapt` over a stream of the rows; PCA and LDA from a bounded,
+    evenly spaced sample of the rows (its size is ``stats["projection_rows"]``).
 
     Args:
         data: a `service.data.sources.Dataset`.
-        train_rows: indices of the train split.
+        train_rows: indices of the rows to fit on (the train part, or train +
+            validation for a final fit).
         cfg: the `data.preprocessing` config section.
     """
     import keras
 
-    x_train = data.x[train_rows]
+    from service.data.scan import moments
+
     if data.kind == "text":
+        from service.data.stream import part_dataset
+
         vectorize = keras.layers.TextVectorization(
             max_tokens=cfg.max_tokens,
             output_sequence_length=cfg.sequence_length,
             name="vectorize",
         )
-        vectorize.adapt(x_train.astype(str))
+        texts = part_dataset(
+            data,
+            train_rows,
+            data_cfg=None,
+            batch_size=1024,
+            training=False,
+            seed=0,
+            with_targets=False,
+        )
+        vectorize.adapt(texts)
         vocab = int(vectorize.vocabulary_size())
         return Preprocessor(
             [vectorize],
@@ -70,23 +99,29 @@ def fit_preprocessing(data: Any, train_rows: np.ndarray, cfg: Any) -> Preprocess
         )
 
     layers: list[Any] = []
-    shape = tuple(x_train.shape[1:])
+    shape = tuple(data.input_shape)
     stats: dict[str, Any] = {}
-    z = x_train
+    mean = var = None
     if cfg.normalize:
-        norm = keras.layers.Normalization(axis=-1, name="normalize")
-        norm.adapt(x_train)
+        m = moments(data, train_rows)
+        mean, var = m.mean, m.variance
+        norm = keras.layers.Normalization(
+            axis=-1, mean=mean.astype("float32"), variance=var.astype("float32"), name="normalize"
+        )
+        norm.build((None, *shape))
         layers.append(norm)
-        mean = np.asarray(norm.mean).reshape(-1)
-        var = np.asarray(norm.variance).reshape(-1)
         stats.update(mean=mean, variance=var)
-        z = (x_train - mean) / np.sqrt(np.maximum(var, keras.config.epsilon()))
     if data.kind == "tabular" and (cfg.pca or cfg.lda):
         from sklearn.decomposition import PCA
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         from service.errors import UserError
 
+        sample = _sample(train_rows, PROJECTION_SAMPLE)
+        z = data.take(sample).astype("float64")
+        if mean is not None and var is not None:
+            z = (z - mean) / np.sqrt(np.maximum(var, keras.config.epsilon()))
+        stats["projection_rows"] = len(sample)
         n = cfg.pca or cfg.lda
         if cfg.pca:
             if n > min(z.shape):
@@ -108,7 +143,7 @@ def fit_preprocessing(data: Any, train_rows: np.ndarray, cfg: Any) -> Preprocess
                     f"most {limit} (classes - 1)"
                 )
             lda = LinearDiscriminantAnalysis(n_components=n, solver="svd")
-            lda.fit(z, data.y[train_rows])
+            lda.fit(z, data.y[sample])
             kernel = lda.scalings_[:, :n]
             bias = -lda.xbar_ @ kernel
             layers.append(_projection_layer("lda", kernel, bias))

@@ -1,10 +1,15 @@
-"""Data sources: turn the `data` config into validated in-memory arrays.
+"""Data sources: the index pass that turns the `data` config into a `Dataset`.
 
-Every source ends in the same `Dataset`: features ``x`` (float32 images, tabular
-rows or sequences; strings for text), labels ``y`` and what they mean. Problems
-with the user's data (missing columns, NaN, unknown labels, undecodable images,
-empty files) are `UserError`s naming the file, column or rows and what was
-expected, raised before any training starts.
+A `Dataset` is the source's index: labels ``y``, row groups and identities, what
+the rows mean, and a `Reader` that reads the features of any rows while the model
+consumes them (`service.data.readers`). Only what the split needs is read here
+(labels, group columns, file lists); pixels and feature columns stay on disk.
+
+Problems this pass can see (missing files or columns, wrong column types, unknown
+or missing labels, too few classes, empty files) are `UserError`s naming the file,
+column or rows and what was expected. Faults only decoding finds (a corrupt image,
+NaN in a feature) are found by the checking pass (`service.data.scan`), also
+before anything is recorded.
 
 Built-in sets ship inside installed packages (scikit-learn, statsmodels), so
 nothing is downloaded, which matters on air-gapped clusters.
@@ -12,12 +17,22 @@ nothing is downloaded, which matters on air-gapped clusters.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from service.data.readers import (
+    ArrayReader,
+    FileReader,
+    Reader,
+    TableReader,
+    TFRecordReader,
+    WindowReader,
+    decode_image_fn,
+)
 from service.errors import UserError
 
 Task = Literal["multiclass", "binary", "multilabel", "regression", "reconstruction"]
@@ -28,51 +43,79 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 @dataclass(frozen=True)
 class Dataset:
-    """In-memory examples.
+    """A source's index and the reader of its rows.
 
     Attributes:
-        x: features, ``(rows, *input_shape)`` float32 in raw units (images
-            ``(rows, H, W, C)``, tables ``(rows, features)``, sequences
-            ``(rows, steps, channels)``), or ``(rows,)`` strings for text.
         y: ``(rows,)`` int class ids (classification), ``(rows, horizon)`` or
             ``(rows,)`` float targets (regression), ``(rows, classes)`` 0/1 (multilabel);
             for ``reconstruction`` the source's labels, used only to stratify and colour.
-        task: what the model learns (`targets` are what it fits).
+        task: what the model learns.
         kind: what the features are; picks preprocessing and the input name.
         class_names: one name per class id (empty for regression).
         source: human-readable description for the run record.
+        reader: reads the features of given rows (`service.data.readers`).
+        input_shape: shape of one example's raw features (``()`` for text).
         groups: optional ``(rows,)`` group ids (no group spans two split parts).
         ordered: rows are in time order (split without shuffling).
         feature_names: column names of tabular features.
+        keys: optional ``(rows,)`` uint64 row identities (stable across runs).
+        memo: statistics already computed over row sets (`service.data.scan`).
     """
 
-    x: np.ndarray
     y: np.ndarray
     task: Task
     kind: Kind
     class_names: tuple[str, ...]
     source: str
+    reader: Reader
+    input_shape: tuple[int, ...]
     groups: np.ndarray | None = None
     ordered: bool = False
     feature_names: tuple[str, ...] = ()
+    keys: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def input_name(self) -> str:
         return INPUT_NAMES[self.kind]
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x.shape[1:])
-
-    @property
     def num_classes(self) -> int | None:
         return len(self.class_names) or None
 
     @property
-    def targets(self) -> np.ndarray:
-        """What the model is fitted to: ``y``, or ``x`` itself for ``reconstruction``."""
-        return self.x if self.task == "reconstruction" else self.y
+    def streamed(self) -> bool:
+        """Whether rows are read from files as they are consumed (not held in memory)."""
+        return self.reader.streamed
+
+    @property
+    def x(self) -> np.ndarray:
+        """All features, for in-memory sources only (built-in sets, ``.npz``)."""
+        if isinstance(self.reader, ArrayReader):
+            return self.reader.x
+        if isinstance(self.reader, WindowReader):
+            return self.reader.window_array(np.arange(len(self)))
+        raise TypeError(f"{self.source} is streamed; read rows with take(rows) or a stream")
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The raw features of a few ``rows`` (in that order), e.g. warm-up requests or
+        pictures; for whole parts use `service.data.stream`."""
+        rows = np.asarray(rows, dtype="int64")
+        got: dict[int, np.ndarray] = {}
+        for ids, x in self.reader.blocks(np.unique(rows)):
+            got.update(zip(ids.tolist(), x, strict=True))
+        missing = [int(r) for r in rows if int(r) not in got]
+        if missing:
+            raise UserError(f"{self.reader.describe(missing[0])}: cannot be read")
+        out = (
+            np.stack([got[int(r)] for r in rows]) if len(rows) else np.zeros((0, *self.input_shape))
+        )
+        if self.kind == "text":
+            return np.array(
+                [v.decode() if isinstance(v, bytes) else str(v) for v in out], dtype=object
+            )
+        return out.astype("float32")
 
     @property
     def output_size(self) -> int | None:
@@ -84,7 +127,7 @@ class Dataset:
         return self.num_classes
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.y.shape[0])
 
 
 # ------------------------------------------------------------------ checks
@@ -150,12 +193,13 @@ def load_digits() -> Dataset:
 
     bunch = sk_digits()
     return Dataset(
-        x=bunch.images.astype("float32")[..., None],
         y=bunch.target.astype("int64"),
         task="multiclass",
         kind="image",
         class_names=tuple(str(c) for c in bunch.target_names),
         source="sklearn.datasets.load_digits",
+        reader=ArrayReader(bunch.images.astype("float32")[..., None]),
+        input_shape=(8, 8, 1),
     )
 
 
@@ -165,28 +209,43 @@ def load_breast_cancer() -> Dataset:
 
     bunch = sk_bc()
     return Dataset(
-        x=bunch.data.astype("float32"),
         y=bunch.target.astype("int64"),
         task="binary",
         kind="tabular",
         class_names=tuple(str(c) for c in bunch.target_names),
         source="sklearn.datasets.load_breast_cancer",
+        reader=ArrayReader(bunch.data.astype("float32")),
+        input_shape=(int(bunch.data.shape[1]),),
         feature_names=tuple(str(c) for c in bunch.feature_names),
     )
 
 
-def windows(series: np.ndarray, *, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sliding windows over a 1-D series: ``x[i] = s[i:i+window]``, ``y[i]`` the next ``horizon``."""
-    n = len(series) - window - horizon + 1
-    if n < 1:
+def _window_count(n: int, *, window: int, horizon: int) -> int:
+    count = n - window - horizon + 1
+    if count < 1:
         raise UserError(
             f"data.window: received {window} (+ horizon {horizon}) for a series of "
-            f"{len(series)} values; expected window + horizon <= {len(series)}"
+            f"{n} values; expected window + horizon <= {n}"
         )
-    idx = np.arange(window)[None, :] + np.arange(n)[:, None]
-    x = series[idx][..., None].astype("float32")
-    y = series[np.arange(horizon)[None, :] + np.arange(n)[:, None] + window].astype("float32")
-    return x, y
+    return count
+
+
+def windowed(series: np.ndarray, *, window: int, horizon: int, source: str) -> Dataset:
+    """Sliding windows over a 1-D series: row ``i`` is ``s[i:i+window]``, ``y[i]`` the
+    next ``horizon`` values; only the series is kept in memory."""
+    series = np.asarray(series, dtype="float32")
+    n = _window_count(len(series), window=window, horizon=horizon)
+    y = series[np.arange(horizon)[None, :] + np.arange(n)[:, None] + window]
+    return Dataset(
+        y=y,
+        task="regression",
+        kind="sequence",
+        class_names=(),
+        source=source,
+        reader=WindowReader(series, window, where=source),
+        input_shape=(window, 1),
+        ordered=True,
+    )
 
 
 def load_sunspots(window: int, horizon: int) -> Dataset:
@@ -194,45 +253,72 @@ def load_sunspots(window: int, horizon: int) -> Dataset:
     from statsmodels.datasets import sunspots
 
     series = sunspots.load_pandas().data["SUNACTIVITY"].to_numpy("float32")
-    x, y = windows(series, window=window, horizon=horizon)
-    return Dataset(
-        x=x,
-        y=y,
-        task="regression",
-        kind="sequence",
-        class_names=(),
-        source="statsmodels.datasets.sunspots",
-        ordered=True,
-    )
+    return windowed(series, window=window, horizon=horizon, source="statsmodels.datasets.sunspots")
 
 
 # ------------------------------------------------------------------- files
-def _read_table(cfg: Any) -> Any:
+def _check_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise _fail(str(path), f"{what} file not found")
+    if path.stat().st_size == 0:
+        raise _fail(str(path), "file is empty; expected a header and at least one row")
+
+
+def _table_head(cfg: Any) -> Any:
+    """The first rows of a CSV / the schema of a Parquet file, as an empty-ish frame."""
     import pandas as pd
 
     path = Path(cfg.path)
-    if not path.is_file():
-        raise _fail(str(path), f"{cfg.source} file not found")
-    if path.stat().st_size == 0:
-        raise _fail(str(path), "file is empty; expected a header and at least one row")
+    _check_file(path, cfg.source)
     try:
         if cfg.source == "csv":
-            frame = pd.read_csv(path)
-        else:
-            frame = pd.read_parquet(path)
+            return pd.read_csv(path, nrows=1000)
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        if pf.metadata.num_rows == 0:
+            return pf.schema_arrow.empty_table().to_pandas()
+        return next(pf.iter_batches(batch_size=1000)).to_pandas()
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise _fail(str(path), f"cannot read as {cfg.source}: {message}") from None
-    if len(frame) == 0:
-        raise _fail(str(path), "has a header but no rows; expected at least one row")
-    return frame
+
+
+def _table_columns(cfg: Any, columns: list[str]) -> dict[str, np.ndarray]:
+    """Whole ``columns`` of a CSV / Parquet file, read without the other columns."""
+    import pyarrow as pa
+
+    path = Path(cfg.path)
+    try:
+        if cfg.source == "csv":
+            from pyarrow import csv
+
+            table = csv.read_csv(
+                path,
+                convert_options=csv.ConvertOptions(
+                    include_columns=columns, strings_can_be_null=True
+                ),
+            )
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _fail(str(path), f"cannot read as {cfg.source}: {str(err).splitlines()[0]}") from None
+    return {c: table.column(c).to_pandas().to_numpy() for c in columns}
 
 
 def load_table(cfg: Any) -> Dataset:
-    """CSV or Parquet: `label` column, `features` columns (default: all others), or `text`."""
-    frame = _read_table(cfg)
+    """CSV or Parquet: `label` column, `features` columns (default: all others), or `text`.
+
+    Only the label (and group) columns are read here, by column projection; feature
+    and text columns are read in record batches as training consumes them.
+    """
+    head = _table_head(cfg)
     where = str(cfg.path)
-    columns = [str(c) for c in frame.columns]
+    if len(head) == 0:
+        raise _fail(where, "has a header but no rows; expected at least one row")
+    columns = [str(c) for c in head.columns]
     reserved = [c for c in (cfg.label, cfg.text, cfg.group) if c]
     wanted = list(cfg.features) if cfg.features else []
     missing = [c for c in [*reserved, *wanted] if c not in columns]
@@ -247,69 +333,68 @@ def load_table(cfg: Any) -> Dataset:
                 "(list them in data.features or drop them)",
             )
     label_where = f"{where}: column {cfg.label!r}"
-    groups = frame[cfg.group].astype(str).to_numpy() if cfg.group else None
+    index = _table_columns(cfg, [c for c in (cfg.label, cfg.group) if c])
+    groups = index[cfg.group].astype(str) if cfg.group else None
     if cfg.window:
-        series = frame[cfg.label]
+        series = index[cfg.label]
         if series.dtype.kind not in "if":
             raise _fail(
                 label_where, f"has dtype {series.dtype}; expected numbers for a time series"
             )
-        values = series.to_numpy("float64")
+        values = series.astype("float64")
         _check_finite(values, label_where, "the series")
-        x, y = windows(values, window=cfg.window, horizon=cfg.horizon)
-        return Dataset(x, y, "regression", "sequence", (), f"{cfg.source}:{where}", ordered=True)
+        return windowed(
+            values, window=cfg.window, horizon=cfg.horizon, source=f"{cfg.source}:{where}"
+        )
 
     y, task, names = _encode_labels(
-        frame[cfg.label].to_numpy(), where=label_where, task=cfg.task, declared=cfg.classes
+        index[cfg.label], where=label_where, task=cfg.task, declared=cfg.classes
     )
+    rows = len(y)
     if cfg.text:
-        text = frame[cfg.text]
-        if text.isna().any():
-            rows = np.flatnonzero(text.isna().to_numpy())
-            raise _fail(
-                f"{where}: column {cfg.text!r}",
-                f"{len(rows)} rows have no text (first row {int(rows[0])}); expected a string",
-            )
+        reader = TableReader(Path(cfg.path), cfg.source, [cfg.text], text=True, rows_total=rows)
         return Dataset(
-            text.astype(str).to_numpy(dtype=object),
-            y,
-            task,
-            "text",
-            names,
-            f"{cfg.source}:{where}",
+            y=y,
+            task=task,
+            kind="text",
+            class_names=names,
+            source=f"{cfg.source}:{where}",
+            reader=reader,
+            input_shape=(),
             groups=groups,
         )
     feature_cols = wanted or [c for c in columns if c not in reserved]
     if not feature_cols:
         raise _fail(where, f"has no feature columns besides {reserved}")
     for col in feature_cols:
-        dtype = frame[col].dtype
+        dtype = head[col].dtype
         if dtype.kind not in "biuf":
-            sample = frame[col].dropna().astype(str).head(1).tolist()
+            sample = head[col].dropna().astype(str).head(1).tolist()
             raise _fail(
                 f"{where}: column {col!r}",
                 f"has dtype {dtype} (e.g. {sample[0]!r}); expected numbers"
                 if sample
                 else f"has dtype {dtype}; expected numbers",
             )
-    x = frame[feature_cols].to_numpy("float64")
-    _check_finite(
-        x, where, f"feature columns {feature_cols[:3]}{'...' if len(feature_cols) > 3 else ''}"
-    )
     return Dataset(
-        x.astype("float32"),
-        y,
-        task,
-        "tabular",
-        names,
-        f"{cfg.source}:{where}",
+        y=y,
+        task=task,
+        kind="tabular",
+        class_names=names,
+        source=f"{cfg.source}:{where}",
+        reader=TableReader(Path(cfg.path), cfg.source, feature_cols, rows_total=rows),
+        input_shape=(len(feature_cols),),
         groups=groups,
         feature_names=tuple(feature_cols),
     )
 
 
 def load_npz(cfg: Any) -> Dataset:
-    """NumPy ``.npz`` with arrays ``x`` and ``y`` (names settable via features[0]/label)."""
+    """NumPy ``.npz`` with arrays ``x`` and ``y`` (names settable via features[0]/label).
+
+    An ``.npz`` is a zip of whole arrays and cannot be read by row: it is held in
+    memory (for data larger than memory use tfrecord, parquet or csv).
+    """
     path = Path(cfg.path)
     if not path.is_file():
         raise _fail(str(path), "npz file not found")
@@ -329,7 +414,6 @@ def load_npz(cfg: Any) -> Dataset:
         raise _fail(str(path), f"{x_key!r} has {len(x)} rows but {y_key!r} has {len(raw)}")
     if x.dtype.kind not in "biuf":
         raise _fail(f"{path}: array {x_key!r}", f"has dtype {x.dtype}; expected numbers")
-    _check_finite(x.astype("float64"), str(path), f"array {x_key!r}")
     where = f"{path}: array {y_key!r}"
     if cfg.task == "multilabel" or raw.ndim == 2 and cfg.task != "regression":
         if not np.isin(raw, (0, 1)).all():
@@ -339,7 +423,15 @@ def load_npz(cfg: Any) -> Dataset:
     else:
         y, task, names = _encode_labels(raw, where=where, task=cfg.task, declared=cfg.classes)
     kind: Kind = "image" if x.ndim == 4 else "sequence" if x.ndim == 3 else "tabular"
-    return Dataset(x.astype("float32"), y, task, kind, names, f"npz:{path}")  # type: ignore[arg-type]
+    return Dataset(
+        y=y,
+        task=task,  # type: ignore[arg-type]
+        kind=kind,
+        class_names=names,
+        source=f"npz:{path}",
+        reader=ArrayReader(x.astype("float32"), where=f"{path}: array {x_key!r}"),
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+    )
 
 
 def _class_folders(root: Path, what: str) -> list[Path]:
@@ -354,107 +446,136 @@ def _class_folders(root: Path, what: str) -> list[Path]:
     return folders
 
 
-def _read_class_folders(
-    root: Path, what: str, suffixes: tuple[str, ...], read: Any
-) -> tuple[list[Any], np.ndarray, tuple[str, ...]]:
-    """Read every file with one of ``suffixes`` in each class sub-folder of ``root``.
-
-    Returns the read items, their class ids and the class names (the folder names).
-    """
-    items, labels = [], []
+def _list_class_folders(
+    root: Path, what: str, suffixes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Paths of every file with one of ``suffixes`` in each class sub-folder of ``root``,
+    their class ids and the class names (the folder names). Nothing is opened."""
+    paths: list[str] = []
+    labels: list[int] = []
     folders = _class_folders(root, what)
     for class_id, folder in enumerate(folders):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+        files = sorted(
+            e.path
+            for e in os.scandir(folder)
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in suffixes
+        )
         if not files:
             raise _fail(str(folder), f"has no {what} files ({', '.join(suffixes)})")
-        for file in files:
-            items.append(read(file))
-            labels.append(class_id)
-    return items, np.array(labels, dtype="int64"), tuple(p.name for p in folders)
+        paths.extend(files)
+        labels.extend([class_id] * len(files))
+    return (
+        np.array(paths, dtype=object),
+        np.array(labels, dtype="int64"),
+        tuple(p.name for p in folders),
+    )
 
 
-def _folder_dataset(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], kind: Kind, source: str):
+def _folder_dataset(cfg: Any, what: str, suffixes: tuple[str, ...], kind: Kind, decode: Any, shape):
+    root = Path(cfg.path)
+    paths, y, names = _list_class_folders(root, what, suffixes)
     task: Task = "binary" if len(names) == 2 else "multiclass"
-    return Dataset(x, y, task, kind, names, source)
+    return Dataset(
+        y=y,
+        task=task,
+        kind=kind,
+        class_names=names,
+        source=f"{cfg.source}:{root}",
+        reader=FileReader(paths, root, decode),
+        input_shape=shape,
+    )
 
 
 def load_image_dir(cfg: Any) -> Dataset:
-    """One sub-folder per class of images, decoded with Keras' image utilities and resized."""
-    import keras
-
-    def read(file: Path) -> np.ndarray:
-        try:
-            img = keras.utils.load_img(
-                file, color_mode=cfg.color_mode, target_size=tuple(cfg.image_size)
-            )
-        except Exception as err:  # PIL raises many types for broken files
-            raise _fail(
-                str(file), f"cannot be decoded as an image ({type(err).__name__})"
-            ) from None
-        return keras.utils.img_to_array(img, dtype="float32")
-
-    root = Path(cfg.path)
-    images, y, names = _read_class_folders(root, "image", IMAGE_SUFFIXES, read)
-    return _folder_dataset(np.stack(images), y, names, "image", f"image_dir:{root}")
+    """One sub-folder per class of images; decoded (and resized) as they are read."""
+    channels = 1 if cfg.color_mode == "grayscale" else 3
+    size = tuple(int(v) for v in cfg.image_size)
+    decode = decode_image_fn(size, channels)  # type: ignore[arg-type]
+    return _folder_dataset(cfg, "image", IMAGE_SUFFIXES, "image", decode, (*size, channels))
 
 
 def load_text_dir(cfg: Any) -> Dataset:
     """One sub-folder per class of ``.txt`` files (one example per file)."""
-
-    def read(file: Path) -> str:
-        try:
-            return file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise _fail(str(file), "is not UTF-8 text; expected UTF-8 encoded .txt") from None
-
-    root = Path(cfg.path)
-    texts, y, names = _read_class_folders(root, "text", (".txt",), read)
-    return _folder_dataset(np.array(texts, dtype=object), y, names, "text", f"text_dir:{root}")
+    return _folder_dataset(cfg, "text", (".txt",), "text", None, ())
 
 
 def load_tfrecord(cfg: Any) -> Dataset:
-    """TFRecord files of `tf.train.Example` parsed with the declared `feature_spec`."""
+    """TFRecord files of `tf.train.Example` parsed with the declared `feature_spec`.
+
+    The index pass parses only the label feature (batched, in tf.data); a feature
+    of dtype ``image`` holds encoded PNG/JPEG bytes, decoded to `image_size`.
+    """
     import tensorflow as tf
 
     path = Path(cfg.path)
     files = sorted(path.glob("*.tfrecord*")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise _fail(str(path), "TFRecord file(s) not found")
-    spec = {}
-    for name, feat in cfg.feature_spec.items():
-        dtype = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}[feat.dtype]
-        spec[name] = tf.io.FixedLenFeature(feat.shape, dtype)
-    rows: dict[str, list] = {name: [] for name in spec}
+    spec = cfg.feature_spec
+    features = [n for n in spec if n != cfg.label]
+    images = [n for n in features if spec[n].dtype == "image"]
+    if len(images) > 1 or (images and len(features) > 1):
+        raise _fail(
+            str(path),
+            f"data.feature_spec has features {features}; an `image` feature must be the only "
+            "feature besides the label",
+        )
+    dtypes = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}
+    label_spec = spec[cfg.label]
+    if label_spec.dtype == "image":
+        raise _fail(
+            str(path), f"label {cfg.label!r} has dtype 'image'; expected int64, float32 or string"
+        )
+    parse = {cfg.label: tf.io.FixedLenFeature(label_spec.shape, dtypes[label_spec.dtype])}
+    counts, chunks = [], []
     try:
-        for record in tf.data.TFRecordDataset([str(f) for f in files]):
-            parsed = tf.io.parse_single_example(record, spec)
-            for name in spec:
-                rows[name].append(parsed[name].numpy())
+        for file in files:
+            ds = tf.data.TFRecordDataset(str(file)).batch(4096)
+            ds = ds.map(lambda r: tf.io.parse_example(r, parse)[cfg.label])
+            got = [np.asarray(b) for b in ds.as_numpy_iterator()]
+            counts.append(int(sum(len(b) for b in got)))
+            chunks.extend(got)
     except tf.errors.OpError as err:
         first = str(err.message).splitlines()[0]
         raise _fail(str(path), f"does not match data.feature_spec: {first}") from None
-    if not rows[cfg.label]:
+    if not sum(counts):
         raise _fail(str(path), "has 0 records; expected at least one")
-    feature_names = [n for n in spec if n != cfg.label]
-    x = np.stack(
-        [
-            np.concatenate([np.ravel(rows[n][i]) for n in feature_names])
-            for i in range(len(rows[cfg.label]))
-        ]
+    reader = TFRecordReader(
+        [str(f) for f in files],
+        counts,
+        dict(spec),
+        cfg.label,
+        image_size=tuple(int(v) for v in cfg.image_size),  # type: ignore[arg-type]
+        channels=1 if cfg.color_mode == "grayscale" else 3,
     )
-    _check_finite(x.astype("float64"), str(path), "features")
-    raw = np.array([v.decode() if isinstance(v, bytes) else v for v in np.ravel(rows[cfg.label])])
+    try:  # the first record, fully parsed: a spec that does not fit fails here
+        first = next(iter(tf.data.TFRecordDataset(reader.files[:1]).take(1)))
+        reader.parse_fn()(first)
+    except tf.errors.OpError as err:
+        message = str(err.message).splitlines()[0]
+        raise _fail(str(path), f"does not match data.feature_spec: {message}") from None
+    labels = np.concatenate([np.ravel(c) if c.ndim > 1 and c.shape[1] == 1 else c for c in chunks])
+    raw = (
+        np.array([v.decode() if isinstance(v, bytes) else v for v in labels])
+        if labels.dtype == object
+        else labels
+    )
     y, task, names = _encode_labels(
         raw, where=f"{path}: feature {cfg.label!r}", task=cfg.task, declared=cfg.classes
     )
+    if images:
+        shape: tuple[int, ...] = (*reader.image_size, reader.channels)
+    else:
+        shape = (int(sum(int(np.prod(spec[n].shape or [1])) for n in features)),)
     return Dataset(
-        x.astype("float32"),
-        y,
-        task,
-        "tabular",
-        names,
-        f"tfrecord:{path}",
-        feature_names=tuple(feature_names),
+        y=y,
+        task=task,
+        kind="image" if images else "tabular",
+        class_names=names,
+        source=f"tfrecord:{path}",
+        reader=reader,
+        input_shape=shape,
+        feature_names=() if images else tuple(features),
     )
 
 
@@ -495,4 +616,4 @@ def load(cfg: Any) -> Dataset:
         raise UserError(
             f"Invalid value for `data.task`: received {cfg.task!r}; source {source!r} is {data.task!r}"
         )
-    return replace(data, meta={**data.meta, "rows": len(data)})
+    return replace(data, meta={**data.meta, "rows": len(data)}, memo={})

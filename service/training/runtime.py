@@ -39,6 +39,13 @@ class Runtime:
         """Context in which models and optimizers must be created."""
         return self.strategy.scope()
 
+    def input_shard(self) -> tuple[int, int] | None:
+        """``(workers, this worker's index)`` when each worker reads its own rows
+        (multi-worker training), else None. The chief is index 0, then the workers."""
+        if self.strategy_name != "MultiWorkerMirroredStrategy":
+            return None
+        return worker_shard()
+
     @property
     def distributed_strategy(self) -> Any:
         """The strategy when one spreads work over devices or workers, else None."""
@@ -76,6 +83,22 @@ def cluster_role() -> tuple[bool, str]:
     has_chief = bool(config.get("cluster", {}).get("chief"))
     chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
     return chief, f"{kind}/{index}"
+
+
+def worker_shard() -> tuple[int, int]:
+    """``(workers, index)`` of this process in ``TF_CONFIG``'s cluster: the chief task
+    (if any) first, then ``worker`` tasks in order."""
+    import json
+
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = config.get("cluster", {})
+    order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+    order += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+    task = config.get("task", {})
+    me = (task.get("type", "worker"), int(task.get("index", 0)))
+    if me not in order:
+        return 1, 0
+    return len(order), order.index(me)
 
 
 def _patch_multi_worker_symbolic_build() -> None:
