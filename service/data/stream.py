@@ -33,7 +33,8 @@ class Shard:
 
 
 def targets_fn(data: Any, *, one_hot: int | None):
-    """``(row, x) -> (row, x, target)``: targets from the index (reconstruction: ``x``)."""
+    """``(rows, x) -> (rows, x, targets)`` of a batch: targets from the index
+    (reconstruction: ``x``)."""
     import tensorflow as tf
 
     if data.task == "reconstruction":
@@ -114,7 +115,6 @@ def part_dataset(
     read_shuffled = training and cache == "none"
     buffer = int(getattr(data_cfg, "shuffle_buffer", 10_000))
     ds = reader.records(rows, shuffle_seed=seed if read_shuffled else None, buffer=buffer)
-    ds = ds.map(targets_fn(data, one_hot=one_hot), num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
         ds = ds.cache()
     elif cache == "disk":
@@ -125,13 +125,11 @@ def part_dataset(
         ds = ds.cache(str(cache_dir / f"part-{rows_digest(rows)[:16]}"))
     if training and cache != "none":
         ds = ds.shuffle(min(buffer, max(len(rows), 1)), seed=seed, reshuffle_each_iteration=True)
-    if with_rows:
-        ds = ds.map(lambda i, x, t: (i, x, t))
-    elif with_targets:
-        ds = ds.map(lambda i, x, t: (x, t))
-    else:
-        ds = ds.map(lambda i, x, t: x)
-    ds = ds.batch(batch_size)
+    # Targets are looked up per batch (one gather), after the cache: a cached part
+    # holds the features once, not a copy with its labels.
+    ds = ds.batch(batch_size).map(targets_fn(data, one_hot=one_hot))
+    if not with_rows:
+        ds = ds.map(lambda i, x, t: (x, t) if with_targets else x)
     augment = augmenter(getattr(data_cfg, "augmentation", None), seed=seed) if training else None
     if augment is not None and data.kind == "image":
         ds = ds.map(
