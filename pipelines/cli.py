@@ -97,12 +97,26 @@ cli.add_command(tune_chief)
 cli.add_command(tune_worker)
 
 
+# A user error is one line a person can read: an echoed value (a whole CSV field, a
+# binary header) is cut in the middle, never the field name or what is allowed.
+ERROR_CHARS = 400
+
+
+def one_line(message: str, limit: int = ERROR_CHARS) -> str:
+    """``message`` on one line of at most ``limit`` characters (middle elided)."""
+    flat = " ".join(message.split())
+    if len(flat) <= limit:
+        return flat
+    keep = (limit - 5) // 2
+    return f"{flat[:keep]} ... {flat[-keep:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:
         cli.main(args=argv, prog_name="kts", standalone_mode=False)
     except UserError as err:
-        click.echo(f"kts: error: {err}", err=True)
+        click.echo(f"kts: error: {one_line(str(err))}", err=True)
         return 2
     except click.exceptions.UsageError as err:
         message = err.format_message().replace("\n", " ")

@@ -18,6 +18,7 @@ nothing is downloaded, which matters on air-gapped clusters.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -272,16 +273,32 @@ def _table_head(cfg: Any) -> Any:
     _check_file(path, cfg.source)
     try:
         if cfg.source == "csv":
-            return pd.read_csv(path, nrows=1000)
-        import pyarrow.parquet as pq
+            import csv
 
-        pf = pq.ParquetFile(path)
-        if pf.metadata.num_rows == 0:
-            return pf.schema_arrow.empty_table().to_pandas()
-        return next(pf.iter_batches(batch_size=1000)).to_pandas()
+            with open(path, newline="", encoding="utf-8") as f:
+                names = next(csv.reader(f), [])
+            head = pd.read_csv(path, nrows=1000)
+        else:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            names = list(pf.schema_arrow.names)
+            if pf.metadata.num_rows == 0:
+                head = pf.schema_arrow.empty_table().to_pandas()
+            else:
+                head = next(pf.iter_batches(batch_size=1000)).to_pandas()
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        # (UnicodeDecodeError is a ValueError; pyarrow's errors are too.)
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise _fail(str(path), f"cannot read as {cfg.source}: {message}") from None
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise _fail(
+            str(path),
+            f"has duplicate column names {duplicated}; expected each column name once "
+            "(a repeated label column would become a feature)",
+        )
+    return head
 
 
 def _table_columns(cfg: Any, columns: list[str]) -> dict[str, np.ndarray]:
@@ -398,16 +415,24 @@ def load_npz(cfg: Any) -> Dataset:
     path = Path(cfg.path)
     if not path.is_file():
         raise _fail(str(path), "npz file not found")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise _fail(str(path), f"cannot read as .npz: {err}") from None
     x_key = cfg.features[0] if cfg.features else "x"
     y_key = cfg.label or "y"
-    missing = [k for k in (x_key, y_key) if k not in archive.files]
-    if missing:
-        raise _fail(str(path), f"missing arrays {missing}; the file has {archive.files}")
-    x, raw = archive[x_key], archive[y_key]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            missing = [k for k in (x_key, y_key) if k not in archive.files]
+            if missing:
+                raise _fail(str(path), f"missing arrays {missing}; the file has {archive.files}")
+            x, raw = archive[x_key], archive[y_key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _fail(str(path), f"cannot read as .npz: {message}") from None
+    if x.ndim < 2:
+        raise _fail(
+            f"{path}: array {x_key!r}",
+            f"has shape {x.shape}; expected (rows, features...) with at least 2 dimensions",
+        )
     if len(x) == 0:
         raise _fail(str(path), "has 0 rows; expected at least one")
     if len(x) != len(raw):
