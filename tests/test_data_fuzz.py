@@ -46,10 +46,12 @@ def _run_like_kts(cfg: DataConfig) -> None:
 
 
 def _check(cfg: DataConfig) -> None:
+    message = ""
     try:
         _run_like_kts(cfg)
     except UserError as err:
-        assert "\n" not in str(err)
+        message = str(err)
+    assert "\n" not in message
 
 
 # ------------------------------------------------------------------ tables
