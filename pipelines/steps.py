@@ -319,7 +319,7 @@ def export(
 
     warmup = None
     if warmup_rows is not None and len(warmup_rows):
-        warmup = data.take(warmup_rows[:8])
+        warmup = data.take(np.sort(warmup_rows)[:8])  # the first rows: read without a full pass
         warmup = warmup.astype(str) if data.kind == "text" else warmup
     out = export_saved_model(
         trained.model,

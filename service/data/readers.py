@@ -262,11 +262,15 @@ class TableReader(Reader):
 
     def _selected(self, rows: np.ndarray, order_seed: int | None):
         mask = _mask(self.rows_total, rows)
+        left = len(np.unique(rows))  # a few rows near the top are read without the rest
         for start, batch in self._batches(order_seed):
+            if left <= 0:
+                return
             ids = np.arange(start, start + batch.num_rows)
             keep = mask[ids]
             if not keep.any():
                 continue
+            left -= int(keep.sum())
             if self.text:
                 x = np.asarray(batch.column(0).to_pylist(), dtype=object)
             else:
@@ -381,7 +385,8 @@ class TFRecordReader(Reader):
             )
         else:
             ds = files.flat_map(numbered)
-        ds = ds.filter(lambda i, rec: tf.gather(mask, i))
+        # take: a few rows are read without scanning the files to their end.
+        ds = ds.filter(lambda i, rec: tf.gather(mask, i)).take(len(np.unique(rows)))
         if shuffle_seed is not None and buffer > 1:
             ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
         parse = self.parse_fn()
