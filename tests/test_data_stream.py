@@ -205,27 +205,27 @@ def test_a_slow_input_pipeline_is_flagged_input_bound_and_a_fast_one_is_not():
     assert not fast.input_bound, fast.fractions
 
 
+def _run_on_images(tmp_path, *settings: str, output_json: bool = False):
+    """`kts run` on the image folder ``tmp_path/img`` (8x8 grayscale), one tiny model."""
+    args = ["run"]
+    for setting in (
+        "data.source=image_dir",
+        f"data.path={tmp_path / 'img'}",
+        "data.image_size=[8,8]",
+        "data.color_mode=grayscale",
+        "tuning.enabled=false",
+        "model.filters=[8]",
+        "model.dense_units=16",
+        *settings,
+    ):
+        args += ["--set", setting]
+    return kts(args + (["--output-json", "out.json"] if output_json else []), cwd=tmp_path)
+
+
 def test_a_corrupt_png_stops_the_run_and_records_nothing(tmp_path):
     _image_folder(tmp_path / "img", per_class=60)
     (tmp_path / "img" / "b" / "0007.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
-    result = kts(
-        [
-            "run",
-            "--set",
-            "data.source=image_dir",
-            "--set",
-            f"data.path={tmp_path / 'img'}",
-            "--set",
-            "data.image_size=[8,8]",
-            "--set",
-            "data.color_mode=grayscale",
-            "--set",
-            "tuning.enabled=false",
-            "--set",
-            "training.epochs=1",
-        ],
-        cwd=tmp_path,
-    )
+    result = _run_on_images(tmp_path, "training.epochs=1")
     assert_user_error(result, "0007.png", "cannot be decoded as an image", "on_bad_rows")
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "runs").exists()
@@ -239,33 +239,14 @@ def test_on_bad_rows_skip_trains_and_logs_how_many_rows_it_left_out(tmp_path):
     _image_folder(tmp_path / "img", per_class=60)
     for name in ("0003.png", "0011.png"):
         (tmp_path / "img" / "a" / name).write_bytes(b"truncated")
-    result = kts(
-        [
-            "run",
-            "--set",
-            "data.source=image_dir",
-            "--set",
-            f"data.path={tmp_path / 'img'}",
-            "--set",
-            "data.image_size=[8,8]",
-            "--set",
-            "data.color_mode=grayscale",
-            "--set",
-            "data.on_bad_rows=skip",
-            "--set",
-            "data.cache=disk",
-            "--set",
-            "data.augmentation.flip=horizontal",
-            "--set",
-            "tuning.enabled=false",
-            "--set",
-            "training.epochs=2",
-            "--set",
-            "tracking.reports=false",
-            "--output-json",
-            "out.json",
-        ],
-        cwd=tmp_path,
+    result = _run_on_images(
+        tmp_path,
+        "data.on_bad_rows=skip",
+        "data.cache=disk",
+        "data.augmentation.flip=horizontal",
+        "training.epochs=2",
+        "tracking.reports=false",
+        output_json=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "out.json").read_text())
