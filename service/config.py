@@ -111,7 +111,9 @@ class DataConfig(Section):
 
     Built-in sources ship inside installed packages (no download): ``digits`` and
     ``breast_cancer`` (scikit-learn), ``sunspots`` (statsmodels; yearly sunspot
-    numbers, a time series). File sources read `path`.
+    numbers, a time series). File sources read `path`. `id_column` (CSV, Parquet)
+    names a column of stable row ids: rows keep their split part and their identity
+    across versions of the file by it; without it a row is known by its content.
     """
 
     source: Literal[
@@ -130,6 +132,7 @@ class DataConfig(Section):
     features: list[str] | None = None
     text: str | None = None
     group: str | None = None
+    id_column: str | None = None
     # reconstruction: an autoencoder learns to reproduce image inputs (labels, if any,
     # only stratify the split and colour the projection).
     task: Literal["auto", "multiclass", "binary", "multilabel", "regression", "reconstruction"] = (
@@ -152,6 +155,21 @@ class DataConfig(Section):
             raise ValueError(f"source {self.source!r} is built in; remove `path`")
         if self.source in ("csv", "parquet") and not self.label:
             raise ValueError(f"source {self.source!r} needs `label` (the label column)")
+        if self.id_column and self.source not in ("csv", "parquet"):
+            raise ValueError(
+                f"`id_column` is for csv and parquet sources; received source {self.source!r}"
+            )
+        if self.id_column and self.window:
+            raise ValueError(
+                "`id_column` does not apply to a windowed series (`window`): "
+                "its rows are windows, known by their values"
+            )
+        taken = [c for c in (self.label, self.text, self.group) if c]
+        if self.id_column and (self.id_column in taken or self.id_column in (self.features or [])):
+            raise ValueError(
+                f"`id_column` {self.id_column!r} is also the label, text, group or a feature; "
+                "expected a column of its own"
+            )
         if self.source == "tfrecord" and not (self.feature_spec and self.label):
             raise ValueError("source 'tfrecord' needs `feature_spec` and `label`")
         if self.source == "tfrecord" and self.label not in (self.feature_spec or {}):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.data import identity
 from service.errors import UserError
 
 Task = Literal["multiclass", "binary", "multilabel", "regression", "reconstruction"]
@@ -44,6 +45,8 @@ class Dataset:
         groups: optional ``(rows,)`` group ids (no group spans two split parts).
         ordered: rows are in time order (split without shuffling).
         feature_names: column names of tabular features.
+        keys: ``(rows,)`` uint64 stable row identities (`service.data.identity`): the
+            split places rows by them and models record the keys they fitted on.
     """
 
     x: np.ndarray
@@ -56,6 +59,7 @@ class Dataset:
     ordered: bool = False
     feature_names: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    keys: np.ndarray | None = None
 
     @property
     def input_name(self) -> str:
@@ -149,13 +153,15 @@ def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
+    x, y = bunch.images.astype("float32")[..., None], bunch.target.astype("int64")
     return Dataset(
-        x=bunch.images.astype("float32")[..., None],
-        y=bunch.target.astype("int64"),
+        x=x,
+        y=y,
         task="multiclass",
         kind="image",
         class_names=tuple(str(c) for c in bunch.target_names),
         source="sklearn.datasets.load_digits",
+        keys=identity.hash_rows(x, y),
     )
 
 
@@ -164,14 +170,16 @@ def load_breast_cancer() -> Dataset:
     from sklearn.datasets import load_breast_cancer as sk_bc
 
     bunch = sk_bc()
+    x, y = bunch.data.astype("float32"), bunch.target.astype("int64")
     return Dataset(
-        x=bunch.data.astype("float32"),
-        y=bunch.target.astype("int64"),
+        x=x,
+        y=y,
         task="binary",
         kind="tabular",
         class_names=tuple(str(c) for c in bunch.target_names),
         source="sklearn.datasets.load_breast_cancer",
         feature_names=tuple(str(c) for c in bunch.feature_names),
+        keys=identity.hash_rows(x, y),
     )
 
 
@@ -203,6 +211,7 @@ def load_sunspots(window: int, horizon: int) -> Dataset:
         class_names=(),
         source="statsmodels.datasets.sunspots",
         ordered=True,
+        keys=identity.hash_rows(x, y),
     )
 
 
@@ -233,7 +242,7 @@ def load_table(cfg: Any) -> Dataset:
     frame = _read_table(cfg)
     where = str(cfg.path)
     columns = [str(c) for c in frame.columns]
-    reserved = [c for c in (cfg.label, cfg.text, cfg.group) if c]
+    reserved = [c for c in (cfg.label, cfg.text, cfg.group, cfg.id_column) if c]
     wanted = list(cfg.features) if cfg.features else []
     missing = [c for c in [*reserved, *wanted] if c not in columns]
     if missing:
@@ -248,6 +257,17 @@ def load_table(cfg: Any) -> Dataset:
             )
     label_where = f"{where}: column {cfg.label!r}"
     groups = frame[cfg.group].astype(str).to_numpy() if cfg.group else None
+    if cfg.id_column:
+        ids = frame[cfg.id_column]
+        if ids.isna().any():
+            rows = np.flatnonzero(ids.isna().to_numpy())
+            raise _fail(
+                f"{where}: column {cfg.id_column!r} (data.id_column)",
+                f"{len(rows)} rows have no id (first row {int(rows[0])}); expected an id on every row",
+            )
+        keys = identity.hash_ids(ids.to_numpy())
+    else:
+        keys = identity.hash_table(frame)
     if cfg.window:
         series = frame[cfg.label]
         if series.dtype.kind not in "if":
@@ -257,7 +277,16 @@ def load_table(cfg: Any) -> Dataset:
         values = series.to_numpy("float64")
         _check_finite(values, label_where, "the series")
         x, y = windows(values, window=cfg.window, horizon=cfg.horizon)
-        return Dataset(x, y, "regression", "sequence", (), f"{cfg.source}:{where}", ordered=True)
+        return Dataset(
+            x,
+            y,
+            "regression",
+            "sequence",
+            (),
+            f"{cfg.source}:{where}",
+            ordered=True,
+            keys=identity.hash_rows(x, y),
+        )
 
     y, task, names = _encode_labels(
         frame[cfg.label].to_numpy(), where=label_where, task=cfg.task, declared=cfg.classes
@@ -278,6 +307,7 @@ def load_table(cfg: Any) -> Dataset:
             names,
             f"{cfg.source}:{where}",
             groups=groups,
+            keys=keys,
         )
     feature_cols = wanted or [c for c in columns if c not in reserved]
     if not feature_cols:
@@ -305,6 +335,7 @@ def load_table(cfg: Any) -> Dataset:
         f"{cfg.source}:{where}",
         groups=groups,
         feature_names=tuple(feature_cols),
+        keys=keys,
     )
 
 
@@ -339,7 +370,8 @@ def load_npz(cfg: Any) -> Dataset:
     else:
         y, task, names = _encode_labels(raw, where=where, task=cfg.task, declared=cfg.classes)
     kind: Kind = "image" if x.ndim == 4 else "sequence" if x.ndim == 3 else "tabular"
-    return Dataset(x.astype("float32"), y, task, kind, names, f"npz:{path}")  # type: ignore[arg-type]
+    keys = identity.hash_rows(x, raw)
+    return Dataset(x.astype("float32"), y, task, kind, names, f"npz:{path}", keys=keys)  # type: ignore[arg-type]
 
 
 def _class_folders(root: Path, what: str) -> list[Path]:
@@ -356,12 +388,13 @@ def _class_folders(root: Path, what: str) -> list[Path]:
 
 def _read_class_folders(
     root: Path, what: str, suffixes: tuple[str, ...], read: Any
-) -> tuple[list[Any], np.ndarray, tuple[str, ...]]:
+) -> tuple[list[Any], np.ndarray, tuple[str, ...], np.ndarray]:
     """Read every file with one of ``suffixes`` in each class sub-folder of ``root``.
 
-    Returns the read items, their class ids and the class names (the folder names).
+    Returns the read items, their class ids, the class names (the folder names) and
+    the items' keys (their paths relative to ``root``).
     """
-    items, labels = [], []
+    items, labels, read_files = [], [], []
     folders = _class_folders(root, what)
     for class_id, folder in enumerate(folders):
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
@@ -370,12 +403,16 @@ def _read_class_folders(
         for file in files:
             items.append(read(file))
             labels.append(class_id)
-    return items, np.array(labels, dtype="int64"), tuple(p.name for p in folders)
+            read_files.append(file)
+    keys = identity.hash_paths(read_files, root)
+    return items, np.array(labels, dtype="int64"), tuple(p.name for p in folders), keys
 
 
-def _folder_dataset(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], kind: Kind, source: str):
+def _folder_dataset(
+    x: np.ndarray, y: np.ndarray, names: tuple[str, ...], kind: Kind, source: str, keys: np.ndarray
+):
     task: Task = "binary" if len(names) == 2 else "multiclass"
-    return Dataset(x, y, task, kind, names, source)
+    return Dataset(x, y, task, kind, names, source, keys=keys)
 
 
 def load_image_dir(cfg: Any) -> Dataset:
@@ -394,8 +431,8 @@ def load_image_dir(cfg: Any) -> Dataset:
         return keras.utils.img_to_array(img, dtype="float32")
 
     root = Path(cfg.path)
-    images, y, names = _read_class_folders(root, "image", IMAGE_SUFFIXES, read)
-    return _folder_dataset(np.stack(images), y, names, "image", f"image_dir:{root}")
+    images, y, names, keys = _read_class_folders(root, "image", IMAGE_SUFFIXES, read)
+    return _folder_dataset(np.stack(images), y, names, "image", f"image_dir:{root}", keys)
 
 
 def load_text_dir(cfg: Any) -> Dataset:
@@ -408,8 +445,9 @@ def load_text_dir(cfg: Any) -> Dataset:
             raise _fail(str(file), "is not UTF-8 text; expected UTF-8 encoded .txt") from None
 
     root = Path(cfg.path)
-    texts, y, names = _read_class_folders(root, "text", (".txt",), read)
-    return _folder_dataset(np.array(texts, dtype=object), y, names, "text", f"text_dir:{root}")
+    texts, y, names, keys = _read_class_folders(root, "text", (".txt",), read)
+    texts_array = np.array(texts, dtype=object)
+    return _folder_dataset(texts_array, y, names, "text", f"text_dir:{root}", keys)
 
 
 def load_tfrecord(cfg: Any) -> Dataset:
@@ -425,11 +463,15 @@ def load_tfrecord(cfg: Any) -> Dataset:
         dtype = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}[feat.dtype]
         spec[name] = tf.io.FixedLenFeature(feat.shape, dtype)
     rows: dict[str, list] = {name: [] for name in spec}
+    counts = []  # records per file: a record's key is "file:number"
     try:
-        for record in tf.data.TFRecordDataset([str(f) for f in files]):
-            parsed = tf.io.parse_single_example(record, spec)
-            for name in spec:
-                rows[name].append(parsed[name].numpy())
+        for file in files:
+            counts.append(0)
+            for record in tf.data.TFRecordDataset(str(file)):
+                parsed = tf.io.parse_single_example(record, spec)
+                for name in spec:
+                    rows[name].append(parsed[name].numpy())
+                counts[-1] += 1
     except tf.errors.OpError as err:
         first = str(err.message).splitlines()[0]
         raise _fail(str(path), f"does not match data.feature_spec: {first}") from None
@@ -455,6 +497,7 @@ def load_tfrecord(cfg: Any) -> Dataset:
         names,
         f"tfrecord:{path}",
         feature_names=tuple(feature_names),
+        keys=identity.hash_records(files, counts, path if path.is_dir() else path.parent),
     )
 
 
