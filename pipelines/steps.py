@@ -69,7 +69,7 @@ def ingest(cfg: RunConfig) -> Dataset:
 
 
 def split(cfg: RunConfig, data: Dataset) -> SplitResult:
-    """Make the run's one train / validation / test split."""
+    """Make the run's one train / validation / test split (by row key, `data.split.seed`)."""
     from service.data.split import make_split
 
     # An autoencoder's data may still carry class labels: they stratify the split.
@@ -79,7 +79,7 @@ def split(cfg: RunConfig, data: Dataset) -> SplitResult:
     result = make_split(
         data.y,
         cfg.data.split,
-        seed=cfg.seed,
+        keys=data.keys,
         classification=labelled,
         groups=data.groups,
         ordered=data.ordered,

@@ -36,9 +36,14 @@ class SplitConfig(Section):
     """How rows go to train / validation / test.
 
     Values below 1 are fractions (summing to 1); whole numbers >= 1 are row counts
-    (train may then be ``-1``: "all the rest"). Classification splits are stratified
-    by default; time series are split in order (no shuffling, no look-ahead); with
-    `data.group` no group spans two parts.
+    (train may then be ``-1``: "all the rest"). A row's part follows a hash of its
+    key (`data.id_column`, its file, or its content) and `seed`, the split's own seed:
+    fixed by default, independent of the run's `seed` (which seeds weights and
+    shuffling), so every run on the same data has the same test rows, and rows
+    appended later leave the old rows where they were. With `stratify`
+    (classification) every class must reach every part (checked; shares per class
+    follow the fractions up to chance); time series are split in order (no
+    shuffling, no look-ahead); with `data.group` no group spans two parts.
     """
 
     train: float = Field(0.7, ge=-1)
@@ -46,6 +51,7 @@ class SplitConfig(Section):
     test: float = Field(0.15, gt=0)
     stratify: bool = True
     ordered: bool | None = None
+    seed: int = Field(0, ge=0)
 
     @property
     def uses_counts(self) -> bool:
