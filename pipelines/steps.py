@@ -46,10 +46,20 @@ class Evaluated:
 
 @dataclass(frozen=True)
 class Blessing:
+    """The gate's verdict and what it compared.
+
+    ``rows`` test rows (keys ``row_keys``) chosen by ``rule`` were scored; the
+    scores are ``candidate_score`` and ``champion_score`` on those rows.
+    """
+
     blessed: bool
     reason: str
     champion_version: str | None = None
     champion_score: float | None = None
+    candidate_score: float | None = None
+    rows: int | None = None
+    rule: str | None = None
+    row_keys: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -317,14 +317,17 @@ class BlessConfig(Section):
     """The gate between a trained candidate and the served champion.
 
     The candidate is exported, registered and made `champion` only when it beats
-    the current champion on `metric` (on the same test split) by `min_improvement`
-    (or when there is no champion yet).
+    the current champion on `metric` by `min_improvement` (or when there is no
+    champion yet). Both are scored on the rows of this run's test part that the
+    champion never fitted on (not in its train or validation part); with fewer than
+    `min_rows` such rows the gate refuses to decide (not blessed, the count given).
     """
 
     enabled: bool = True
     metric: str = "test_accuracy"
     direction: Literal["maximize", "minimize"] = "maximize"
     min_improvement: float = Field(0.0, ge=0)
+    min_rows: int = Field(30, ge=1)
 
 
 # ------------------------------------------------------------------- tuning
