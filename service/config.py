@@ -592,6 +592,7 @@ class RunConfig(Section):
     """The whole pipeline: one YAML file."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    # Weights, shuffling and trials; not the split, which has `data.split.seed`.
     seed: int = Field(42, ge=0, le=2**31 - 1)
     work_dir: str = "runs"
     data: DataConfig = DataConfig()
