@@ -198,16 +198,20 @@ def bless(
         rule=rule,
         row_keys=parts.split.keys[rows] if parts.split.keys is not None else None,
     )
+    whole = count == len(test)
     if count < gate.min_rows:
+        which = (
+            f"this run has only {count} test rows ({rule})"
+            if whole
+            else f"only {count} of this run's {len(test)} test rows are {rule} (champion "
+            f"v{v} fitted on the others; keep its data and data.split.seed)"
+        )
         return Blessing(
             False,
-            f"only {count} of this run's {len(test)} test rows are {rule} (champion v{v} "
-            f"fitted on the others); bless.min_rows is {gate.min_rows}: not compared (keep "
-            "the champion's data and data.split.seed, or lower bless.min_rows)",
+            f"{which}; bless.min_rows is {gate.min_rows}: not compared (or lower bless.min_rows)",
             v,
             **facts,
         )
-    whole = count == len(test)
     cand = metrics[gate.metric] if whole else _score(data, rows, predictions[picked], gate.metric)
     if cand is None:
         return Blessing(

@@ -129,12 +129,13 @@ def test_gate_scores_both_models_on_rows_neither_fitted_on(tmp_path):
     client.set_registered_model_alias("digits_cnn", "champion", champion.version)
     data = load_digits()
 
-    def decide(split_seed: int = 0, min_rows: int = 30):
+    def decide(split_seed: int = 0, min_rows: int = 30, metric: str = "test_accuracy"):
+        direction = "minimize" if metric == "test_loss" else "maximize"
         cfg = validate(
             {
                 "name": "digits_cnn",
                 "data": {"split": {"seed": split_seed}},
-                "bless": {"min_rows": min_rows},
+                "bless": {"min_rows": min_rows, "metric": metric, "direction": direction},
                 "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
             }
         )
@@ -150,7 +151,12 @@ def test_gate_scores_both_models_on_rows_neither_fitted_on(tmp_path):
         try:
             probs = np.eye(10)[data.y[test]]  # a perfect candidate
             return promotion.bless(
-                cfg, tracker, data, parts, {"test_accuracy": 1.0}, probs.astype("float64")
+                cfg,
+                tracker,
+                data,
+                parts,
+                {"test_accuracy": 1.0, "test_loss": 0.0},
+                probs.astype("float64"),
             )
         finally:
             tracker.end()
@@ -161,6 +167,10 @@ def test_gate_scores_both_models_on_rows_neither_fitted_on(tmp_path):
     assert "bless.min_rows is 1000" in few.reason
     assert few.rows == len(unseen)
     assert decide(split_seed=1).blessed  # enough rows: the perfect candidate wins
+    # The loss is not recomputed from outputs: no verdict on a subset of the test rows.
+    loss = decide(split_seed=1, metric="test_loss")
+    assert not loss.blessed
+    assert "'test_loss' cannot be recomputed" in loss.reason
 
     # A champion from before row keys: no fit keys. Same split: its own test part.
     store = Path(client.get_run(champion.run_id).info.artifact_uri.removeprefix("file://"))
