@@ -44,6 +44,16 @@ def test_hash_table_ignores_column_order_and_int_or_float():
     assert not set(identity.hash_table(renamed).tolist()) & set(keys.tolist())
 
 
+def test_hash_table_batches_agree_with_the_whole_and_missing_cells_have_one_key():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "s": ["x", np.nan, "z"]})
+    whole = identity.hash_table(frame)
+    batches = np.concatenate([identity.hash_table(frame[:2]), identity.hash_table(frame[2:])])
+    np.testing.assert_array_equal(batches, whole)  # a row's key is its own: streamable
+    as_none = frame.astype({"s": object})
+    as_none.loc[1, "s"] = None  # pyarrow's empty cell
+    np.testing.assert_array_equal(identity.hash_table(as_none), whole)
+
+
 def test_ids_read_as_floats_keep_their_keys():
     np.testing.assert_array_equal(
         identity.hash_ids(np.array([7.0, 12.0])), identity.hash_ids(np.array([7, 12]))

@@ -48,14 +48,28 @@ def hash_strings(values: Iterable[str]) -> np.ndarray:
     return np.fromiter((_digest(str(v).encode("utf-8")) for v in values), dtype=np.uint64)
 
 
+MISSING = "\x00missing"  # one text for None, NaN, pandas.NA and NaT, whoever read the file
+
+
+def _is_missing(v: Any) -> bool:
+    return (
+        v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
+    )
+
+
 def id_strings(values: Sequence[Any] | np.ndarray) -> list[str]:
-    """Canonical text of id values: whole floats as ints (``7.0`` -> ``"7"``), else ``str``.
+    """Canonical text of id or cell values: whole floats as ints (``7.0`` -> ``"7"``),
+    missing values as `MISSING`, else ``str``.
 
     A numeric id column read as float in one file (pandas does so when any value is
-    missing or fractional) keeps the keys it had as ints.
+    missing or fractional) keeps the keys it had as ints, and an empty cell has one
+    key whether pandas (NaN) or pyarrow (None) read it.
     """
     out = []
     for v in np.asarray(values, dtype=object).tolist():
+        if _is_missing(v):
+            out.append(MISSING)
+            continue
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         out.append(str(v))
