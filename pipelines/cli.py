@@ -98,17 +98,27 @@ cli.add_command(tune_worker)
 
 
 # A user error is one line a person can read: an echoed value (a whole CSV field, a
-# binary header) is cut in the middle, never the field name or what is allowed.
-ERROR_CHARS = 400
+# binary header) is cut in the middle; the field name and what is allowed stay.
+QUOTED_CHARS = 100
+ERROR_CHARS = 2000
 
 
-def one_line(message: str, limit: int = ERROR_CHARS) -> str:
-    """``message`` on one line of at most ``limit`` characters (middle elided)."""
+def one_line(message: str) -> str:
+    """``message`` on one line: each quoted value over `QUOTED_CHARS` characters and
+    then the whole line over `ERROR_CHARS` are cut in the middle."""
+    import re
+
+    def cut(text: str, limit: int) -> str:
+        keep = (limit - 5) // 2
+        return text if len(text) <= limit else f"{text[:keep]} ... {text[-keep:]}"
+
     flat = " ".join(message.split())
-    if len(flat) <= limit:
-        return flat
-    keep = (limit - 5) // 2
-    return f"{flat[:keep]} ... {flat[-keep:]}"
+    flat = re.sub(
+        rf"'[^']{{{QUOTED_CHARS},}}'|\"[^\"]{{{QUOTED_CHARS},}}\"",
+        lambda m: cut(m.group(0), QUOTED_CHARS),
+        flat,
+    )
+    return cut(flat, ERROR_CHARS)
 
 
 def main(argv: list[str] | None = None) -> int:

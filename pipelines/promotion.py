@@ -1,65 +1,178 @@
-"""The bless gate and the register step.
+"""The bless gate, the register step, and what each model records about its rows.
 
-A candidate becomes the served model only when it beats the current champion
-(the registered version carrying the MLflow alias ``champion``) on the same test
-split. When the champion was scored on the same split (equal fingerprints) its
-logged test metric is used; otherwise the champion's exported SavedModel is
-scored on this run's test split.
+A candidate becomes the served model only when it beats the current champion (the
+registered version carrying the MLflow alias ``champion``), both scored on the same
+rows: the rows of this run's test part that the champion never fitted on. Every
+tracked run records the keys of the rows it fitted on (train + validation, whose
+labels its weights or early stopping saw) as ``split/fit_keys.npy``; the gate
+downloads the champion's, keeps this run's test rows whose key is not among them, and
+refuses to decide below ``bless.min_rows`` such rows. The candidate's score on them
+comes from this run's test predictions; the champion's from its exported SavedModel
+(`_saved_model_score`), or from its logged test metric when it was tested on this very
+split (equal fingerprints: its test part is this run's).
+
+A champion without recorded fit keys (registered before row keys existed) is
+compared only when its split fingerprint equals this run's; otherwise the gate
+refuses, as it does when the champion's rows were keyed another way.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipelines.steps import Blessing
 from service.config import RunConfig
 
-
-def _champion_score(
-    cfg: RunConfig, tracker: Any, version: Any, data: Any, parts: Any
-) -> float | None:
-    metric = cfg.bless.metric
-    run = tracker.client.get_run(version.run_id)
-    if (
-        run.data.tags.get("kts.split_fingerprint") == parts.fingerprint
-        and metric in run.data.metrics
-    ):
-        return float(run.data.metrics[metric])
-    path = (version.tags or {}).get("kts.export_path") or run.data.tags.get("kts.export_path")
-    if not path or not Path(path).is_dir():
-        return None
-    from service.training.trainer import evaluate
-
-    scores = evaluate(
-        None,
-        data,
-        parts.split.test,
-        cfg=cfg,
-        task=data.task,
-        predict=_saved_model_predict(path, data.input_name),
-    ).metrics
-    return scores.get(metric)
+FIT_KEYS = "split/fit_keys.npy"
+BLESS_KEYS = "bless/row_keys.npy"
+RULE = "test rows neither model fitted on"
+SAME_SPLIT_RULE = "the champion's own test part (same split fingerprint)"
+_MISSING = "missing"
 
 
-def _saved_model_predict(path: str, input_name: str):
-    """A batch of raw inputs -> the outputs of an exported version's serving signature."""
+def split_tags(cfg: RunConfig, parts: Any) -> dict[str, Any]:
+    """Tags naming a run's split: fingerprint, split seed and how rows are keyed."""
+    from service.data.identity import key_scheme
+
+    return {
+        "kts.split_fingerprint": parts.fingerprint,
+        "kts.split_seed": cfg.data.split.seed,
+        "kts.split_keys": key_scheme(cfg.data),
+    }
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(array, dtype="<u8"), allow_pickle=False)
+    return path
+
+
+def log_fit_keys(cfg: RunConfig, tracker: Any, parts: Any) -> None:
+    """Log the sorted keys of the rows this run fits on (train + validation) as `FIT_KEYS`.
+
+    Also when tuning ends in `retrain_train_val` or `best_weights`: their models saw
+    exactly these rows' labels (fitted, or chosen by them).
+    """
+    path = _save_npy(cfg.run_dir / FIT_KEYS, parts.split.fit_keys())
+    tracker.log_artifact(path, str(Path(FIT_KEYS).parent))
+
+
+def log_blessing(cfg: RunConfig, tracker: Any, blessing: Blessing) -> None:
+    """The bless record on the run: verdict, reason, and which rows were compared."""
+    tags: dict[str, Any] = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
+    if blessing.champion_version is not None:
+        tags["kts.bless_champion_version"] = blessing.champion_version
+    if blessing.rows is not None:
+        tags["kts.bless_rows"] = blessing.rows
+        tags["kts.bless_rows_rule"] = blessing.rule
+    for who in ("candidate", "champion"):
+        value = getattr(blessing, f"{who}_score")
+        if value is not None:
+            tags[f"kts.bless_{who}_score"] = repr(float(value))
+    tracker.set_tags(tags)
+    if blessing.row_keys is not None:
+        path = _save_npy(cfg.run_dir / BLESS_KEYS, np.sort(blessing.row_keys))
+        tracker.log_artifact(path, str(Path(BLESS_KEYS).parent))
+
+
+def _read_fit_keys(tracker: Any, run_id: str) -> Any:
+    """The champion's fit keys; `_MISSING` when it has none; None when reading failed."""
+
+    def read() -> Any:
+        folder = str(Path(FIT_KEYS).parent)
+        if FIT_KEYS not in {a.path for a in tracker.client.list_artifacts(run_id, folder)}:
+            return _MISSING
+        with tempfile.TemporaryDirectory() as tmp:
+            local = tracker.client.download_artifacts(run_id, FIT_KEYS, tmp)
+            return np.load(local, allow_pickle=False).astype(np.uint64)
+
+    return tracker.guarded("read champion fit keys", read)
+
+
+def _saved_model_score(cfg: RunConfig, data: Any, rows: np.ndarray, path: str, metric: str):
+    """``metric`` of the SavedModel at ``path`` on ``rows`` of ``data``, streamed.
+
+    The one place that feeds a champion's export (``serving_default``: probabilities,
+    predictions or reconstructions), batch by batch through the run's input pipeline.
+    """
     import tensorflow as tf
+
+    from service.training.trainer import evaluate
 
     serve = tf.saved_model.load(path).signatures["serving_default"]
 
     def predict(x):
-        out = serve(**{input_name: x})
+        out = serve(**{data.input_name: x})
         (value,) = [out[k] for k in ("probabilities", "predictions", "reconstructions") if k in out]
         return value
 
-    return predict
+    return evaluate(None, data, rows, cfg=cfg, task=data.task, predict=predict).metrics.get(metric)
+
+
+def _score(data: Any, rows: np.ndarray, outputs: np.ndarray, metric: str) -> float | None:
+    """``metric`` (``test_*``) of ``outputs`` against the targets of ``rows``; None if n/a
+    (an autoencoder keeps only some of its outputs: not recomputed on a subset)."""
+    from service.training.trainer import score
+
+    if data.task == "reconstruction":
+        return None
+    scores = {f"test_{k}": v for k, v in score(data.task, data.y[rows], outputs).items()}
+    return scores.get(metric)
+
+
+def _comparison(
+    cfg: RunConfig, tracker: Any, champion: Any, run: Any, parts: Any
+) -> tuple[np.ndarray | None, str]:
+    """Positions within this run's test part to compare on, and the rule; or (None, why not)."""
+    from service.data.identity import key_scheme
+
+    split = parts.split
+    every = np.arange(len(split.test))
+    same_split = run.data.tags.get("kts.split_fingerprint") == parts.fingerprint
+    fitted = _read_fit_keys(tracker, champion.run_id)
+    if fitted is None:
+        return None, (
+            f"champion v{champion.version}'s fitted rows ({FIT_KEYS}) could not be read "
+            "from the tracking store; not compared"
+        )
+    if isinstance(fitted, str) or split.keys is None:
+        if same_split:
+            return every, SAME_SPLIT_RULE
+        return None, (
+            f"champion v{champion.version} has no record of the rows it fitted on ({FIT_KEYS}; "
+            f"registered before row keys) and another split (fingerprint "
+            f"{run.data.tags.get('kts.split_fingerprint', 'none')}, this run "
+            f"{parts.fingerprint}), so no rows are known to be unseen by it; not compared "
+            "(run once with bless.enabled=false to replace it)"
+        )
+    theirs, ours = run.data.tags.get("kts.split_keys"), key_scheme(cfg.data)
+    if theirs != ours:
+        return None, (
+            f"champion v{champion.version}'s rows are keyed by {theirs!r}, this run's by "
+            f"{ours!r}, so its fitted rows cannot be matched; not compared"
+        )
+    unseen = ~np.isin(split.keys[split.test], fitted)
+    return every[unseen], RULE
 
 
 def bless(
-    cfg: RunConfig, tracker: Any, data: Any, parts: Any, metrics: dict[str, float]
+    cfg: RunConfig,
+    tracker: Any,
+    data: Any,
+    parts: Any,
+    metrics: dict[str, float],
+    predictions: np.ndarray,
 ) -> Blessing:
-    """Decide whether the candidate (with test ``metrics``) replaces the champion."""
+    """Decide whether the candidate replaces the champion (module docstring).
+
+    Args:
+        metrics: the candidate's test metrics (``test_*``).
+        predictions: the candidate's outputs on ``parts.split.test``, in that order.
+    """
     from service.errors import UserError
     from service.tracking import champion_version
 
@@ -76,21 +189,70 @@ def bless(
     champion = champion_version(tracker.client, cfg.registered_name)
     if champion is None:
         return Blessing(True, "no champion yet")
-    champ = _champion_score(cfg, tracker, champion, data, parts)
+    v = champion.version
+    run = tracker.client.get_run(champion.run_id)
+    picked, rule = _comparison(cfg, tracker, champion, run, parts)
+    if picked is None:
+        return Blessing(False, rule, v)
+    test = parts.split.test
+    rows, count = test[picked], len(picked)
+    facts = dict(
+        rows=count,
+        rule=rule,
+        row_keys=parts.split.keys[rows] if parts.split.keys is not None else None,
+    )
+    whole = count == len(test)
+    if count < gate.min_rows:
+        which = (
+            f"this run has only {count} test rows ({rule})"
+            if whole
+            else f"only {count} of this run's {len(test)} test rows are {rule} (champion "
+            f"v{v} fitted on the others; keep its data and data.split.seed)"
+        )
+        return Blessing(
+            False,
+            f"{which}; bless.min_rows is {gate.min_rows}: not compared (or lower bless.min_rows)",
+            v,
+            **facts,
+        )
+    cand = metrics[gate.metric] if whole else _score(data, rows, predictions[picked], gate.metric)
+    if cand is None:
+        return Blessing(
+            False,
+            f"bless.metric {gate.metric!r} cannot be recomputed on {count} of this run's "
+            f"{len(test)} test rows (the {rule}); not compared (use a metric computed from "
+            "outputs, e.g. test_accuracy or test_mae)",
+            v,
+            **facts,
+        )
+    same_split = run.data.tags.get("kts.split_fingerprint") == parts.fingerprint
+    if whole and same_split and gate.metric in run.data.metrics:
+        champ: float | None = float(run.data.metrics[gate.metric])  # tested on these rows
+    else:
+        path = (champion.tags or {}).get("kts.export_path") or run.data.tags.get("kts.export_path")
+        champ = None
+        if path and Path(path).is_dir():
+            champ = _saved_model_score(cfg, data, rows, path, gate.metric)
     if champ is None:
         return Blessing(
-            True, f"champion v{champion.version} cannot be scored on this split; replaced"
+            True,
+            f"champion v{v} cannot be scored on the {count} {rule}; replaced",
+            v,
+            None,
+            cand,
+            **facts,
         )
-    cand = metrics[gate.metric]
     gain = cand - champ if gate.direction == "maximize" else champ - cand
-    verdict = f"{gate.metric} {cand:.4f} vs champion v{champion.version} {champ:.4f}"
+    verdict = f"{gate.metric} {cand:.4f} vs champion v{v} {champ:.4f} on {count} {rule}"
     if gain > gate.min_improvement:
-        return Blessing(True, f"{verdict}: better by {gain:.4f}", champion.version, champ)
+        return Blessing(True, f"{verdict}: better by {gain:.4f}", v, champ, cand, **facts)
     return Blessing(
         False,
         f"{verdict}: not better by more than {gate.min_improvement:g}",
-        champion.version,
+        v,
         champ,
+        cand,
+        **facts,
     )
 
 
@@ -131,7 +293,7 @@ def register(
         alias=alias,
         tags={
             **link,
-            "kts.split_fingerprint": parts.fingerprint,
+            **split_tags(cfg, parts),
             "kts.blessed": champion,
             cfg.bless.metric: metrics.get(cfg.bless.metric, ""),
         },

@@ -39,6 +39,10 @@ class RunSummary:
     epochs_run: int
     blessed: bool = True
     bless_reason: str = ""
+    # The gate's comparison: how many test rows, chosen how, and both scores on them.
+    bless_rows: int | None = None
+    bless_rows_rule: str | None = None
+    bless_scores: dict[str, float] = field(default_factory=dict)
     registered_version: str | None = None
     registered_alias: str | None = None
     resumed_from_epoch: int = 0
@@ -229,8 +233,10 @@ class Pipeline:
             )
         if tracker is not None:
             tracker.log_metrics(metrics)
-            if cfg.tracking.reports:
-                self._reports(data, parts, trained, evaluated, metrics)
+        # The gate only decides (exports come after); its verdict goes into the card.
+        blessing = self._bless(data, parts, metrics, evaluated) if runtime.is_chief else None
+        if tracker is not None and cfg.tracking.reports:
+            self._reports(data, parts, trained, evaluated, metrics, blessing)
 
         if not runtime.is_chief:
             # Multi-worker: every worker takes part in saving; a worker's copy stays in
@@ -240,7 +246,7 @@ class Pipeline:
             worker_export = steps.export(cfg, data, trained, base_path=str(scratch))
             return self._summary(data, parts, trained, metrics, None, worker_export, None)
 
-        blessing = self._bless(data, parts, metrics)
+        assert blessing is not None
         exported = registered = None
         if blessing.blessed and cfg.export.enabled:
             exported = steps.export(cfg, data, trained, warmup_rows=parts.split.validation)
@@ -255,12 +261,13 @@ class Pipeline:
             )
             registered = self._register(data, parts, candidate, metrics, champion=False)
         if tracker is not None:
-            tags = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
+            from pipelines.promotion import log_blessing
+
+            log_blessing(cfg, tracker, blessing)
             if exported is not None:
-                tags.update(
+                tracker.set_tags(
                     {"kts.export_path": exported.path, "kts.export_version": exported.version}
                 )
-            tracker.set_tags(tags)
         return self._summary(data, parts, trained, metrics, blessing, exported, registered)
 
     # ------------------------------------------------------------ pieces
@@ -271,6 +278,9 @@ class Pipeline:
         tracker.log_params(flatten(cfg.to_dict()))
         if config_path is not None:
             tracker.log_artifact(config_path)
+        from pipelines.promotion import log_fit_keys, split_tags
+
+        split = split_tags(cfg, parts)
         tracker.set_tags(
             {
                 "kts.version": _package_version(),
@@ -278,7 +288,7 @@ class Pipeline:
                 "kts.host": platform.node(),
                 "kts.precision": runtime.precision,
                 "kts.strategy": runtime.strategy_name,
-                "kts.split_fingerprint": parts.fingerprint,
+                **split,
                 "kts.data_source": data.source,
                 "kts.task": data.task,
             }
@@ -287,6 +297,8 @@ class Pipeline:
         tracker.log_dict(
             {
                 "fingerprint": parts.fingerprint,
+                "seed": split["kts.split_seed"],
+                "keys": split["kts.split_keys"],
                 "rows": {k: len(v) for k, v in parts.split.parts().items()},
                 "class_counts": parts.class_counts,
                 "rows_checked": parts.rows_checked,
@@ -299,6 +311,7 @@ class Pipeline:
                 f"{data.reader.describe(row)}: {why}" for row, why in sorted(parts.skipped.items())
             ]
             tracker.log_text("\n".join(described[:10_000]) + "\n", "data/skipped_rows.txt")
+        log_fit_keys(cfg, tracker, parts)
 
     def _tune(self, data: Any, parts: steps.SplitResult, callbacks: list) -> steps.Trained:
         """Search on this run's split, then the run's model as `tuning.final` says.
@@ -385,7 +398,15 @@ class Pipeline:
             model, history, int(result.best_epochs or len(curve)), best, str(model.loss)
         )
 
-    def _reports(self, data: Any, parts: Any, trained: Any, evaluated: Any, metrics: dict) -> None:
+    def _reports(
+        self,
+        data: Any,
+        parts: Any,
+        trained: Any,
+        evaluated: Any,
+        metrics: dict,
+        blessing: steps.Blessing | None = None,
+    ) -> None:
         """Pictures and the model card, written under the run folder and logged."""
         from service import reports
         from service.models.describe import describe_model
@@ -422,6 +443,7 @@ class Pipeline:
                 "metrics": metrics,
                 "params": flatten(cfg.to_dict()),
                 "layer_table": layer_table,
+                "bless": _bless_facts(blessing),
             },
         )
         self.tracker.log_text(layer_table, "reports/layers.txt")
@@ -448,10 +470,12 @@ class Pipeline:
         full = {k: [entries[s].get(k, float("nan")) for s in steps_seen] for k in keys}
         return full, trained.best_epoch
 
-    def _bless(self, data: Any, parts: Any, metrics: dict[str, float]) -> steps.Blessing:
+    def _bless(
+        self, data: Any, parts: Any, metrics: dict[str, float], evaluated: steps.Evaluated
+    ) -> steps.Blessing:
         from pipelines.promotion import bless
 
-        return bless(self.cfg, self.tracker, data, parts, metrics)
+        return bless(self.cfg, self.tracker, data, parts, metrics, evaluated.predictions)
 
     def _promote(self, exported: Any) -> None:
         """Move the serving `stable` label to the new version (after loading it once)."""
@@ -507,9 +531,32 @@ class Pipeline:
             epochs_run=trained.epochs_run,
             blessed=blessing.blessed if blessing else False,
             bless_reason=blessing.reason if blessing else "not the chief worker",
+            bless_rows=blessing.rows if blessing else None,
+            bless_rows_rule=blessing.rule if blessing else None,
+            bless_scores=_bless_scores(blessing),
             registered_version=registered[0] if registered else None,
             registered_alias=registered[1] if registered else None,
             resumed_from_epoch=trained.initial_epoch,
             commands=commands,
             notes=notes,
         )
+
+
+def _bless_scores(blessing: steps.Blessing | None) -> dict[str, float]:
+    if blessing is None:
+        return {}
+    pairs = (("candidate", blessing.candidate_score), ("champion", blessing.champion_score))
+    return {who: float(v) for who, v in pairs if v is not None}
+
+
+def _bless_facts(blessing: steps.Blessing | None) -> dict[str, Any]:
+    """The gate's verdict for the model card (empty when there was none)."""
+    if blessing is None:
+        return {}
+    facts: dict[str, Any] = {"blessed": blessing.blessed, "reason": blessing.reason}
+    if blessing.champion_version is not None:
+        facts["champion_version"] = blessing.champion_version
+    if blessing.rows is not None:
+        facts.update(rows=blessing.rows, rows_rule=blessing.rule)
+    facts.update({f"{who}_score": v for who, v in _bless_scores(blessing).items()})
+    return facts

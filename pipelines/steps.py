@@ -49,10 +49,20 @@ class Evaluated:
 
 @dataclass(frozen=True)
 class Blessing:
+    """The gate's verdict and what it compared.
+
+    ``rows`` test rows (keys ``row_keys``) chosen by ``rule`` were scored; the
+    scores are ``candidate_score`` and ``champion_score`` on those rows.
+    """
+
     blessed: bool
     reason: str
     champion_version: str | None = None
     champion_score: float | None = None
+    candidate_score: float | None = None
+    rows: int | None = None
+    rule: str | None = None
+    row_keys: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ def ingest(cfg: RunConfig) -> Dataset:
 
 
 def split(cfg: RunConfig, data: Dataset) -> SplitResult:
-    """Make the run's one train / validation / test split."""
+    """Make the run's one train / validation / test split (by row key, `data.split.seed`)."""
     from service.data.split import make_split
 
     # An autoencoder's data may still carry class labels: they stratify the split.
@@ -80,7 +90,7 @@ def split(cfg: RunConfig, data: Dataset) -> SplitResult:
     result = make_split(
         data.y,
         cfg.data.split,
-        seed=cfg.seed,
+        keys=data.keys,
         classification=labelled,
         groups=data.groups,
         ordered=data.ordered,
@@ -124,7 +134,7 @@ def check(cfg: RunConfig, data: Dataset, parts: SplitResult) -> SplitResult:
                 f"data.on_bad_rows: skip left the {name} part empty ({len(bad)} bad rows, "
                 f"first {data.reader.describe(int(bad[0]))}); expected usable rows in every part"
             )
-    clean = Split(kept["train"], kept["validation"], kept["test"])
+    clean = Split(kept["train"], kept["validation"], kept["test"], parts.split.keys)
     counts = clean.class_counts(data.y) if _labelled(data) else {}
     return SplitResult(clean, clean.fingerprint, counts, dict(found.bad), found.rows_read)
 

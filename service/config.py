@@ -36,9 +36,14 @@ class SplitConfig(Section):
     """How rows go to train / validation / test.
 
     Values below 1 are fractions (summing to 1); whole numbers >= 1 are row counts
-    (train may then be ``-1``: "all the rest"). Classification splits are stratified
-    by default; time series are split in order (no shuffling, no look-ahead); with
-    `data.group` no group spans two parts.
+    (train may then be ``-1``: "all the rest"). A row's part follows a hash of its
+    key (`data.id_column`, its file, or its content) and `seed`, the split's own seed:
+    fixed by default, independent of the run's `seed` (which seeds weights and
+    shuffling), so every run on the same data has the same test rows, and rows
+    appended later leave the old rows where they were. With `stratify`
+    (classification) every class must reach every part (checked; shares per class
+    follow the fractions up to chance); time series are split in order (no
+    shuffling, no look-ahead); with `data.group` no group spans two parts.
     """
 
     train: float = Field(0.7, ge=-1)
@@ -46,6 +51,7 @@ class SplitConfig(Section):
     test: float = Field(0.15, gt=0)
     stratify: bool = True
     ordered: bool | None = None
+    seed: int = Field(0, ge=0)
 
     @property
     def uses_counts(self) -> bool:
@@ -140,7 +146,9 @@ class DataConfig(Section):
 
     Built-in sources ship inside installed packages (no download): ``digits`` and
     ``breast_cancer`` (scikit-learn), ``sunspots`` (statsmodels; yearly sunspot
-    numbers, a time series). File sources read `path`.
+    numbers, a time series). File sources read `path`. `id_column` (CSV, Parquet)
+    names a column of stable row ids: rows keep their split part and their identity
+    across versions of the file by it; without it a row is known by its content.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -161,6 +169,7 @@ class DataConfig(Section):
     features: list[str] | None = None
     text: str | None = None
     group: str | None = None
+    id_column: str | None = None
     # reconstruction: an autoencoder learns to reproduce image inputs (labels, if any,
     # only stratify the split and colour the projection).
     task: Literal["auto", "multiclass", "binary", "multilabel", "regression", "reconstruction"] = (
@@ -199,6 +208,21 @@ class DataConfig(Section):
             raise ValueError(f"source {self.source!r} is built in; remove `path`")
         if self.source in ("csv", "parquet") and not self.label:
             raise ValueError(f"source {self.source!r} needs `label` (the label column)")
+        if self.id_column and self.source not in ("csv", "parquet"):
+            raise ValueError(
+                f"`id_column` is for csv and parquet sources; received source {self.source!r}"
+            )
+        if self.id_column and self.window:
+            raise ValueError(
+                "`id_column` does not apply to a windowed series (`window`): "
+                "its rows are windows, known by their values"
+            )
+        taken = [c for c in (self.label, self.text, self.group) if c]
+        if self.id_column and (self.id_column in taken or self.id_column in (self.features or [])):
+            raise ValueError(
+                f"`id_column` {self.id_column!r} is also the label, text, group or a feature; "
+                "expected a column of its own"
+            )
         if self.source == "tfrecord" and not (self.feature_spec and self.label):
             raise ValueError("source 'tfrecord' needs `feature_spec` and `label`")
         if self.source == "tfrecord" and self.label not in (self.feature_spec or {}):
@@ -340,14 +364,17 @@ class BlessConfig(Section):
     """The gate between a trained candidate and the served champion.
 
     The candidate is exported, registered and made `champion` only when it beats
-    the current champion on `metric` (on the same test split) by `min_improvement`
-    (or when there is no champion yet).
+    the current champion on `metric` by `min_improvement` (or when there is no
+    champion yet). Both are scored on the rows of this run's test part that the
+    champion never fitted on (not in its train or validation part); with fewer than
+    `min_rows` such rows the gate refuses to decide (not blessed, the count given).
     """
 
     enabled: bool = True
     metric: str = "test_accuracy"
     direction: Literal["maximize", "minimize"] = "maximize"
     min_improvement: float = Field(0.0, ge=0)
+    min_rows: int = Field(30, ge=1)
 
 
 # ------------------------------------------------------------------- tuning
@@ -612,6 +639,7 @@ class RunConfig(Section):
     """The whole pipeline: one YAML file."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    # Weights, shuffling and trials; not the split, which has `data.split.seed`.
     seed: int = Field(42, ge=0, le=2**31 - 1)
     work_dir: str = "runs"
     data: DataConfig = DataConfig()

@@ -261,13 +261,15 @@ def test_a_duplicate_label_column_is_refused_not_trained_on(tmp_path):
         sources.load(cfg)
 
 
-def test_an_echoed_value_is_cut_to_one_short_line():
+def test_an_echoed_value_is_cut_but_the_field_and_what_is_allowed_stay():
     from pipelines.cli import one_line
 
-    message = (
-        "data.csv: column 'a' has dtype object (e.g. '" + "x" * 50_000 + "'); expected numbers"
-    )
-    line = one_line(message)
-    assert len(line) <= 400
-    assert line.startswith("data.csv: column 'a'")
-    assert line.endswith("expected numbers")
+    value = "x" * 50_000
+    line = one_line(f"data.csv: column 'a' has dtype object (e.g. '{value}'); expected numbers")
+    assert len(line) <= 200
+    assert line.startswith("data.csv: column 'a' has dtype object (e.g. 'xxx")
+    assert line.endswith("xxx'); expected numbers")
+    allowed = ", ".join(f"training.optimizer.option_{i}" for i in range(40))
+    line = one_line(f"Unknown key `lr`: received 'lr'; expected one of {allowed}.")
+    assert line.endswith("training.optimizer.option_39.")  # a long allowed list is kept
+    assert len(one_line("y" * 10_000)) <= 2000

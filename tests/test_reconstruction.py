@@ -17,8 +17,9 @@ def test_autoencoder_pipeline_reconstructs_and_exports(tmp_path):
     import tensorflow as tf
     from PIL import Image
 
+    from service.config import SplitConfig
     from service.data.sources import load_digits
-    from service.data.split import stratified_split
+    from service.data.split import make_split
 
     result = kts(
         ["run", str(CONFIG), "--set", "training.epochs=6", "--output-json", "out.json"],
@@ -31,7 +32,7 @@ def test_autoencoder_pipeline_reconstructs_and_exports(tmp_path):
     # The export maps raw pixels to reconstructions in pixel units, input-shaped, and
     # scores as the run did on the same split.
     digits = load_digits()
-    split = stratified_split(digits.y, fractions=(0.7, 0.15, 0.15), seed=42)
+    split = make_split(digits.y, SplitConfig(), keys=digits.keys, classification=True)
     assert split.fingerprint == summary["split_fingerprint"]
     loaded = tf.saved_model.load(summary["export"]["path"])
     assert list(loaded.signatures) == ["serving_default"]  # no Classify / Regress

@@ -220,6 +220,9 @@ class TableReader(Reader):
     columns: list[str]
     text: bool = False
     rows_total: int = 0
+    # CSV column types by name ("number" or "text"); default: the model's columns,
+    # numbers (or text for a text column).
+    types: dict[str, str] | None = None
     random_access = False
     _epoch: itertools.count = field(default_factory=itertools.count, repr=False)
 
@@ -230,12 +233,13 @@ class TableReader(Reader):
         if self.fmt == "csv":
             from pyarrow import csv
 
-            types = {c: pa.string() if self.text else pa.float64() for c in self.columns}
+            kinds = self.types or {c: "text" if self.text else "number" for c in self.columns}
+            types = {c: pa.string() if k == "text" else pa.float64() for c, k in kinds.items()}
             reader = csv.open_csv(
                 self.path,
                 read_options=csv.ReadOptions(block_size=4 << 20),
                 convert_options=csv.ConvertOptions(
-                    include_columns=self.columns, column_types=types, strings_can_be_null=True
+                    include_columns=list(kinds), column_types=types, strings_can_be_null=True
                 ),
             )
             start = 0
@@ -254,11 +258,14 @@ class TableReader(Reader):
             groups = np.random.default_rng(order_seed).permutation(groups)
         for g in groups:
             start = int(starts[g])
-            for batch in pf.iter_batches(
-                batch_size=65_536, row_groups=[int(g)], columns=self.columns
-            ):
+            columns = list(self.types) if self.types else self.columns
+            for batch in pf.iter_batches(batch_size=65_536, row_groups=[int(g)], columns=columns):
                 yield start, batch
                 start += batch.num_rows
+
+    def raw_batches(self) -> Iterator[tuple[int, Any]]:
+        """Every record batch in file order, ``(first row, pyarrow.RecordBatch)``."""
+        return self._batches(None)
 
     def _selected(self, rows: np.ndarray, order_seed: int | None):
         mask = _mask(self.rows_total, rows)

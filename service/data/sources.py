@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.data import identity
 from service.data.readers import (
     ArrayReader,
     FileReader,
@@ -59,7 +60,8 @@ class Dataset:
         groups: optional ``(rows,)`` group ids (no group spans two split parts).
         ordered: rows are in time order (split without shuffling).
         feature_names: column names of tabular features.
-        keys: optional ``(rows,)`` uint64 row identities (stable across runs).
+        keys: ``(rows,)`` uint64 stable row identities (`service.data.identity`): the
+            split places rows by them and models record the keys they fitted on.
         memo: statistics already computed over row sets (`service.data.scan`).
     """
 
@@ -193,14 +195,16 @@ def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
+    x, y = bunch.images.astype("float32")[..., None], bunch.target.astype("int64")
     return Dataset(
-        y=bunch.target.astype("int64"),
+        y=y,
         task="multiclass",
         kind="image",
         class_names=tuple(str(c) for c in bunch.target_names),
         source="sklearn.datasets.load_digits",
-        reader=ArrayReader(bunch.images.astype("float32")[..., None]),
+        reader=ArrayReader(x),
         input_shape=(8, 8, 1),
+        keys=identity.hash_rows(x, y),
     )
 
 
@@ -209,15 +213,17 @@ def load_breast_cancer() -> Dataset:
     from sklearn.datasets import load_breast_cancer as sk_bc
 
     bunch = sk_bc()
+    x, y = bunch.data.astype("float32"), bunch.target.astype("int64")
     return Dataset(
-        y=bunch.target.astype("int64"),
+        y=y,
         task="binary",
         kind="tabular",
         class_names=tuple(str(c) for c in bunch.target_names),
         source="sklearn.datasets.load_breast_cancer",
-        reader=ArrayReader(bunch.data.astype("float32")),
-        input_shape=(int(bunch.data.shape[1]),),
+        reader=ArrayReader(x),
+        input_shape=(int(x.shape[1]),),
         feature_names=tuple(str(c) for c in bunch.feature_names),
+        keys=identity.hash_rows(x, y),
     )
 
 
@@ -237,15 +243,23 @@ def windowed(series: np.ndarray, *, window: int, horizon: int, source: str) -> D
     series = np.asarray(series, dtype="float32")
     n = _window_count(len(series), window=window, horizon=horizon)
     y = series[np.arange(horizon)[None, :] + np.arange(n)[:, None] + window]
+    reader = WindowReader(series, window, where=source)
+    keys = np.concatenate(  # content keys, a block of windows at a time
+        [
+            identity.hash_rows(reader.window_array(rows), y[rows])
+            for rows in np.array_split(np.arange(n), max(1, n // 65_536))
+        ]
+    )
     return Dataset(
         y=y,
         task="regression",
         kind="sequence",
         class_names=(),
         source=source,
-        reader=WindowReader(series, window, where=source),
+        reader=reader,
         input_shape=(window, 1),
         ordered=True,
+        keys=keys,
     )
 
 
@@ -325,6 +339,31 @@ def _table_columns(cfg: Any, columns: list[str]) -> dict[str, np.ndarray]:
     return {c: table.column(c).to_pandas().to_numpy() for c in columns}
 
 
+def _table_keys(cfg: Any, index: dict[str, np.ndarray], where: str, head: Any) -> np.ndarray:
+    """Row keys of a table: its `data.id_column`, else each row's content (every
+    column, read once more in record batches: set an id column to skip that read)."""
+    import pyarrow as pa
+
+    if cfg.id_column:
+        ids = index[cfg.id_column]
+        missing = np.flatnonzero([identity.is_missing(v) for v in ids])
+        if len(missing):
+            raise _fail(
+                f"{where}: column {cfg.id_column!r} (data.id_column)",
+                f"{len(missing)} rows have no id (first row {int(missing[0])}); expected an "
+                "id on every row",
+            )
+        return identity.hash_ids(ids)
+    types = {str(c): "number" if head[c].dtype.kind in "biuf" else "text" for c in head.columns}
+    reader = TableReader(Path(cfg.path), cfg.source, list(types), types=types)
+    try:
+        return np.concatenate(
+            [identity.hash_table(batch.to_pandas()) for _, batch in reader.raw_batches()]
+        )
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _fail(where, f"cannot read as {cfg.source}: {str(err).splitlines()[0]}") from None
+
+
 def load_table(cfg: Any) -> Dataset:
     """CSV or Parquet: `label` column, `features` columns (default: all others), or `text`.
 
@@ -336,7 +375,7 @@ def load_table(cfg: Any) -> Dataset:
     if len(head) == 0:
         raise _fail(where, "has a header but no rows; expected at least one row")
     columns = [str(c) for c in head.columns]
-    reserved = [c for c in (cfg.label, cfg.text, cfg.group) if c]
+    reserved = [c for c in (cfg.label, cfg.text, cfg.group, cfg.id_column) if c]
     wanted = list(cfg.features) if cfg.features else []
     missing = [c for c in [*reserved, *wanted] if c not in columns]
     if missing:
@@ -350,7 +389,7 @@ def load_table(cfg: Any) -> Dataset:
                 "(list them in data.features or drop them)",
             )
     label_where = f"{where}: column {cfg.label!r}"
-    index = _table_columns(cfg, [c for c in (cfg.label, cfg.group) if c])
+    index = _table_columns(cfg, [c for c in (cfg.label, cfg.group, cfg.id_column) if c])
     groups = index[cfg.group].astype(str) if cfg.group else None
     if cfg.window:
         series = index[cfg.label]
@@ -368,6 +407,9 @@ def load_table(cfg: Any) -> Dataset:
         index[cfg.label], where=label_where, task=cfg.task, declared=cfg.classes
     )
     rows = len(y)
+    keys = _table_keys(cfg, index, where, head)
+    if len(keys) != rows:
+        raise _fail(where, f"has {len(keys)} rows for {rows} labels; expected one row per label")
     if cfg.text:
         reader = TableReader(Path(cfg.path), cfg.source, [cfg.text], text=True, rows_total=rows)
         return Dataset(
@@ -379,6 +421,7 @@ def load_table(cfg: Any) -> Dataset:
             reader=reader,
             input_shape=(),
             groups=groups,
+            keys=keys,
         )
     feature_cols = wanted or [c for c in columns if c not in reserved]
     if not feature_cols:
@@ -403,6 +446,7 @@ def load_table(cfg: Any) -> Dataset:
         input_shape=(len(feature_cols),),
         groups=groups,
         feature_names=tuple(feature_cols),
+        keys=keys,
     )
 
 
@@ -456,6 +500,7 @@ def load_npz(cfg: Any) -> Dataset:
         source=f"npz:{path}",
         reader=ArrayReader(x.astype("float32"), where=f"{path}: array {x_key!r}"),
         input_shape=tuple(int(d) for d in x.shape[1:]),
+        keys=identity.hash_rows(x, raw),
     )
 
 
@@ -508,6 +553,7 @@ def _folder_dataset(cfg: Any, what: str, suffixes: tuple[str, ...], kind: Kind, 
         source=f"{cfg.source}:{root}",
         reader=FileReader(paths, root, decode),
         input_shape=shape,
+        keys=identity.hash_paths(paths, root),
     )
 
 
@@ -601,6 +647,7 @@ def load_tfrecord(cfg: Any) -> Dataset:
         reader=reader,
         input_shape=shape,
         feature_names=() if images else tuple(features),
+        keys=identity.hash_records(files, counts, path if path.is_dir() else path.parent),
     )
 
 

@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 CARD_FILE = "model_card.md"
-CARD_KEYS = ("name", "data", "split", "metrics", "params", "layer_table")
+CARD_KEYS = ("name", "data", "split", "metrics", "params", "layer_table", "bless")
 GRAD_CAM_IMAGES = 4
 
 
@@ -123,8 +123,9 @@ def write_all(
             reconstructions, ``y_test`` the data's labels, used to colour the projection).
         out_dir: folder for all files (created).
         card_info: `model_card` fields: ``name`` (default the model's name), ``data``,
-            ``split``, ``metrics``, ``params`` (dicts, default empty) and
-            ``layer_table`` (text or None).
+            ``split``, ``metrics``, ``params`` (dicts, default empty),
+            ``layer_table`` (text or None) and ``bless`` (the gate's verdict and the
+            rows it compared on, a dict; no section when empty).
         strict: raise unexpected failures instead of listing them; default True
             under pytest (``PYTEST_CURRENT_TEST``), else False. `NotApplicable`
             pictures are always listed, never raised.
@@ -210,5 +211,6 @@ def write_all(
         images=[p.name for p in written],
         layer_table=card_info.get("layer_table"),
         skipped=skipped,
+        bless=card_info.get("bless") or None,
     )
     return [*written, card]

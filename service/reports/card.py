@@ -60,6 +60,7 @@ def model_card(
     images: Sequence[str],
     layer_table: str | None,
     skipped: Mapping[str, str] | None = None,
+    bless: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a one-page Markdown model card.
 
@@ -80,6 +81,9 @@ def model_card(
             are made relative).
         layer_table: the ``describe`` per-layer table as plain text, or None.
         skipped: picture name -> why it was not drawn (listed under "Not drawn").
+        bless: the bless gate's verdict and the rows it compared on (e.g.
+            ``{"blessed": True, "rows": 268, "rows_rule": "..."}``); a "Bless gate"
+            section after the metrics when given.
 
     Returns:
         ``path``.
@@ -88,13 +92,16 @@ def model_card(
         raise invalid_value("name", name, "a non-empty model name")
     out = Path(path)
     lines = [f"# Model card: {name}", ""]
-    for title, table, header in (
+    sections = [
         ("Data", data, ("field", "value")),
         ("Split", split, ("field", "value")),
         ("Metrics", metrics, ("metric", "value")),
+        *([("Bless gate", bless, ("field", "value"))] if bless else []),
         ("Parameters", params, ("parameter", "value")),
-    ):
-        lines += [f"## {title}", "", *_table(table, header, metric=title == "Metrics")]
+    ]
+    for title, table, header in sections:
+        metric = title in ("Metrics", "Bless gate")
+        lines += [f"## {title}", "", *_table(table, header, metric=metric)]
     if layer_table:
         lines += ["## Layers", "", "```text", layer_table.rstrip("\n"), "```", ""]
     if images or skipped:
