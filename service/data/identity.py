@@ -3,9 +3,10 @@
 The split decides a row's part from its key alone (`service.data.split`), and each
 registered model records the keys it was fitted on, so a later run can tell which of
 its test rows a champion never saw. A key must therefore be the same in every process,
-on every machine and after any re-ordering of the data: it is a BLAKE2b digest (8
-bytes, little-endian) of a canonical encoding of the row's identity, never Python's
-salted ``hash()``.
+on every machine and after any re-ordering of the data: a BLAKE2b digest (8 bytes,
+little-endian) of a path, record or id text, or, for content, the row's canonical
+64-bit words (float64 bits, text keys) folded with SplitMix64 (vectorized over rows:
+millions of rows a second), never Python's salted ``hash()``.
 
 What a key is made of, per source (``KEY_SCHEMES``, recorded with each model):
 
@@ -106,34 +107,56 @@ def hash_records(
     return hash_strings(names)
 
 
+def _text_keys(values: Any) -> np.ndarray:
+    """Keys of each value's canonical text (`id_strings`), hashing each distinct value once."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object).ravel(), use_na_sentinel=True)
+    keys = hash_strings(id_strings(np.asarray(uniques, dtype=object)))
+    missing = hash_strings([MISSING])
+    return np.where(codes < 0, missing[0], keys[np.maximum(codes, 0)] if len(keys) else missing[0])
+
+
 def _canonical_columns(array: np.ndarray) -> np.ndarray:
-    """``(rows, k)`` little-endian float64 (numbers) or uint64 string keys (text)."""
+    """``(rows, k)`` uint64 words: float64 bits of numbers, text keys of anything else."""
     arr = np.asarray(array)
     flat = arr.reshape(len(arr), -1)
     if flat.dtype.kind in "biuf":
         out = flat.astype("<f8")
         out[out == 0] = 0.0  # -0.0 and 0.0 are one value
         out[np.isnan(out)] = np.nan  # one NaN bit pattern
-        return out
+        return out.view("<u8")
     if flat.dtype.kind in "USO":
-        keys = hash_strings(v for v in flat.ravel().tolist())
-        return keys.astype("<u8").reshape(flat.shape)
+        return _text_keys(flat).astype("<u8").reshape(flat.shape)
     raise TypeError(f"hash_rows: cannot hash arrays of dtype {arr.dtype}")
 
 
 def _row_keys(arrays: Sequence[np.ndarray], *, prefix: bytes = b"") -> np.ndarray:
+    """Fold each row's words into one key, vectorized over rows and words.
+
+    Each word is mixed (SplitMix64) with its position, the mixed words are summed
+    (mod 2**64, so the whole block is one NumPy reduction) and the sum mixed with
+    the prefix's digest. Rows are done a block at a time, so memory stays bounded.
+    """
     rows = len(arrays[0])
     if any(len(a) != rows for a in arrays):
         raise ValueError(f"hash_rows: arrays differ in rows: {[len(a) for a in arrays]}")
-    parts = [_canonical_columns(a).view(np.uint8).reshape(rows, -1) for a in arrays]
-    buffer = np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
-    return np.fromiter(
-        (_digest(prefix + row.tobytes()) for row in buffer), dtype=np.uint64, count=rows
-    )
+    start_key = np.uint64(_digest(prefix))
+    out = np.empty(rows, dtype=np.uint64)
+    width = sum(int(np.prod(np.shape(a)[1:], dtype=np.int64)) for a in arrays)
+    salts = _splitmix64(np.arange(1, width + 1, dtype=np.uint64))
+    block = max(1, (1 << 22) // max(width, 1))  # ~4M words (32 MB) a block
+    with np.errstate(over="ignore"):
+        for begin in range(0, rows, block):
+            end = min(rows, begin + block)
+            words = np.concatenate([_canonical_columns(a[begin:end]) for a in arrays], axis=1)
+            mixed = _splitmix64(words ^ salts).sum(axis=1, dtype=np.uint64)
+            out[begin:end] = _splitmix64(mixed ^ start_key)
+    return out
 
 
 def hash_rows(*arrays: np.ndarray) -> np.ndarray:
-    """Content keys: BLAKE2b-64 of each row's canonical bytes across ``arrays``.
+    """Content keys: each row's canonical words across ``arrays``, folded into 64 bits.
 
     Each array has one entry per row (any trailing shape: images, windows, labels);
     row ``i``'s key covers row ``i`` of every array, in order. Numbers are encoded as
@@ -168,9 +191,7 @@ def hash_table(frame: Any) -> np.ndarray:
     columns = []
     for name in names:
         values = frame[by_name[name]].to_numpy()
-        if values.dtype.kind not in "biuf":
-            values = np.array(id_strings(values), dtype=object)
-        columns.append(values)
+        columns.append(values if values.dtype.kind in "biuf" else _text_keys(values)[:, None])
     header = "\x1f".join(names).encode("utf-8") + b"\x1e"
     return _row_keys(columns, prefix=header)
 
