@@ -339,12 +339,18 @@ def _table_columns(cfg: Any, columns: list[str]) -> dict[str, np.ndarray]:
     return {c: table.column(c).to_pandas().to_numpy() for c in columns}
 
 
-def _table_keys(cfg: Any, index: dict[str, np.ndarray], where: str, head: Any) -> np.ndarray:
-    """Row keys of a table: its `data.id_column`, else each row's content (every
-    column, read once more in record batches: set an id column to skip that read)."""
+def _table_index(cfg: Any, head: Any, where: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The index pass of a table: the label / group / id columns and each row's key.
+
+    With `data.id_column` only those columns are read (column projection) and the ids
+    are the keys. Otherwise a row's key is its content: every column is read once, in
+    record batches, and the index columns are taken from the same read.
+    """
     import pyarrow as pa
 
+    wanted = [c for c in (cfg.label, cfg.group, cfg.id_column) if c]
     if cfg.id_column:
+        index = _table_columns(cfg, wanted)
         ids = index[cfg.id_column]
         missing = np.flatnonzero([identity.is_missing(v) for v in ids])
         if len(missing):
@@ -353,15 +359,22 @@ def _table_keys(cfg: Any, index: dict[str, np.ndarray], where: str, head: Any) -
                 f"{len(missing)} rows have no id (first row {int(missing[0])}); expected an "
                 "id on every row",
             )
-        return identity.hash_ids(ids)
+        return index, identity.hash_ids(ids)
     types = {str(c): "number" if head[c].dtype.kind in "biuf" else "text" for c in head.columns}
     reader = TableReader(Path(cfg.path), cfg.source, list(types), types=types)
+    columns: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
+    keys = []
     try:
-        return np.concatenate(
-            [identity.hash_table(batch.to_pandas()) for _, batch in reader.raw_batches()]
-        )
+        for _, batch in reader.raw_batches():
+            frame = batch.to_pandas()
+            keys.append(identity.hash_table(frame))
+            for c in wanted:
+                columns[c].append(frame[c].to_numpy())
     except (pa.ArrowInvalid, OSError) as err:
         raise _fail(where, f"cannot read as {cfg.source}: {str(err).splitlines()[0]}") from None
+    if not keys:
+        raise _fail(where, "has a header but no rows; expected at least one row")
+    return {c: np.concatenate(v) for c, v in columns.items()}, np.concatenate(keys)
 
 
 def load_table(cfg: Any) -> Dataset:
@@ -389,7 +402,7 @@ def load_table(cfg: Any) -> Dataset:
                 "(list them in data.features or drop them)",
             )
     label_where = f"{where}: column {cfg.label!r}"
-    index = _table_columns(cfg, [c for c in (cfg.label, cfg.group, cfg.id_column) if c])
+    index, keys = _table_index(cfg, head, where)
     groups = index[cfg.group].astype(str) if cfg.group else None
     if cfg.window:
         series = index[cfg.label]
@@ -407,9 +420,6 @@ def load_table(cfg: Any) -> Dataset:
         index[cfg.label], where=label_where, task=cfg.task, declared=cfg.classes
     )
     rows = len(y)
-    keys = _table_keys(cfg, index, where, head)
-    if len(keys) != rows:
-        raise _fail(where, f"has {len(keys)} rows for {rows} labels; expected one row per label")
     if cfg.text:
         reader = TableReader(Path(cfg.path), cfg.source, [cfg.text], text=True, rows_total=rows)
         return Dataset(
