@@ -28,6 +28,8 @@ IMAGE_SIZE = 96
 CLASSES = 4
 SOURCES = ("image_dir", "tfrecord", "csv", "parquet")
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 
 def env() -> dict[str, str]:
     """The environment of every subprocess: this checkout first on the path."""
