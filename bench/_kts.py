@@ -111,7 +111,9 @@ class Launch:
     rc: int
     wall_s: float
     peak_tree_rss: int  # bytes: the largest sum of RSS over the process and its children
-    max_rss: int  # bytes: the kernel's high-water RSS of the process itself (wait4)
+    # bytes: the kernel's high-water RSS of the process itself (VmHWM, last read before
+    # it exited). Not wait4's ru_maxrss: that counts the parent's RSS at fork.
+    max_rss: int
     samples: int
     stdout: str
     stderr: str
@@ -134,19 +136,34 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def _hwm(pid: int) -> int:
+    """VmHWM of ``pid`` in bytes (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def launch(cmd: list[str], *, cwd: Path, interval: float = 0.1) -> Launch:
-    """Run ``cmd`` to the end, sampling the RSS of its process tree every ``interval`` s."""
+    """Run ``cmd`` to the end, sampling the RSS of its process tree and the process's
+    VmHWM every ``interval`` s."""
     cwd.mkdir(parents=True, exist_ok=True)
     out_path, err_path = cwd / "stdout.txt", cwd / "stderr.txt"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=err)
-        peak, samples = 0, 0
+        peak, hwm, samples = 0, 0, 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            # Sampled before reaping: a reaped process's /proc entry is gone.
+            peak = max(peak, _tree_rss(proc.pid))
+            hwm = max(hwm, _hwm(proc.pid))
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _tree_rss(proc.pid))
             samples += 1
             time.sleep(interval)
         wall = time.perf_counter() - started
@@ -155,7 +172,7 @@ def launch(cmd: list[str], *, cwd: Path, interval: float = 0.1) -> Launch:
         proc.returncode,
         wall,
         peak,
-        usage.ru_maxrss * 1024,  # Linux reports KiB
+        hwm,
         samples,
         out_path.read_text(),
         err_path.read_text(),

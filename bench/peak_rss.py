@@ -3,7 +3,8 @@
 For each source (image_dir, tfrecord, csv, parquet) this runs `kts run` as a
 subprocess for ONE epoch, at the full size and at a quarter of it, and samples the
 RSS of the whole process tree every 0.1 s (psutil); it also reads the kernel's
-high-water RSS of the `kts` process (``wait4``), which no sampling interval misses.
+high-water RSS (``VmHWM``) of the `kts` process, read at each sample, which catches
+peaks between samples (not wait4's ru_maxrss: it counts the parent's RSS at fork).
 MLflow tracking is on (``sqlite:///mlflow.db`` in a fresh working folder per run),
 reports and tuning are off, everything else is the default (checking pass
 ``validate: full``, export, registry).
@@ -75,7 +76,7 @@ def main() -> None:
             results.setdefault(source, {})[size] = got
             print(
                 f"{source:<10}{size:<8}{count:>16}: peak tree RSS {gb(got.peak_tree_rss)}, "
-                f"kernel max RSS {gb(got.max_rss)}, wall {got.wall_s:.0f} s, "
+                f"VmHWM {gb(got.max_rss)}, wall {got.wall_s:.0f} s, "
                 f"epoch {epoch['epoch_time_s']:.0f} s, {epoch['train_rows_per_s']:.0f} train rows/s",
                 flush=True,
             )
