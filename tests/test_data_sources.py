@@ -231,6 +231,18 @@ def test_csv_infers_binary_and_keeps_feature_order(tmp_path):
     np.testing.assert_array_equal(data.y[:4], [0, 1, 0, 1])
 
 
+def test_csv_label_that_changes_type_after_the_first_block(tmp_path, monkeypatch):
+    # The index streams the label column; types are fixed by the first block, so a
+    # label column of numbers, then words, is read again with whole-file inference.
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 1024)
+    frame = pd.DataFrame({"a": np.arange(600, dtype=float), "label": ["1", "2"] * 300})
+    frame.loc[599, "label"] = "cat"
+    path = _write(frame, tmp_path / "d.csv")
+    data = sources.load(DataConfig(source="csv", path=path, label="label"))
+    assert data.class_names == ("1", "2", "cat")
+    assert np.bincount(data.y).tolist() == [300, 299, 1]
+
+
 def test_parquet_regression_and_groups(tmp_path):
     frame = _table()
     frame["target"] = frame["a"] * 2.5 + 0.1

@@ -1,8 +1,9 @@
 """The input pipeline of one split part, as `model.fit`, `evaluate` and `predict` see it.
 
-read (parallel) -> decode -> [cache] -> [shuffle buffer] -> batch -> [augment: train
-only] -> prefetch. Labels come from the index by row number, so a part's targets
-are never read twice and never held as a second copy of the data.
+read (parallel) -> decode -> [cache] -> [shuffle buffer] -> batch -> targets ->
+[augment: train only] -> prefetch. Labels come from the index by row number, one
+gather per batch, so a part's targets are never read twice and never held as a
+second copy of the data.
 
 Example:
     >>> ds = part_dataset(data, split.train, data_cfg=cfg.data, batch_size=32,
@@ -32,17 +33,32 @@ class Shard:
         return rows[self.index :: self.count][:per_worker]
 
 
-def targets_fn(data: Any, *, one_hot: int | None):
-    """``(rows, x) -> (rows, x, targets)`` of a batch: targets from the index
-    (reconstruction: ``x``)."""
+def batch_fn(data: Any, *, one_hot: int | None, with_targets: bool, with_rows: bool):
+    """``(rows, x) -> (x, target)`` of a batch (or ``x``, or ``(rows, x, target)``).
+
+    Targets come from the index (reconstruction: ``x``), gathered once per batch:
+    one function call per batch rather than two per row (tf.data runs every map
+    function per element, and does not fuse maps that capture the index).
+    """
     import tensorflow as tf
 
     if data.task == "reconstruction":
-        return lambda i, x: (i, x, x)
-    y = tf.constant(data.y)
-    if one_hot:
-        return lambda i, x: (i, x, tf.one_hot(tf.gather(y, i), one_hot))
-    return lambda i, x: (i, x, tf.gather(y, i))
+
+        def target(i, x):
+            return x
+
+    else:
+        y = tf.constant(data.y)
+
+        def target(i, x):
+            t = tf.gather(y, i)
+            return tf.one_hot(t, one_hot) if one_hot else t
+
+    if with_rows:
+        return lambda i, x: (i, x, target(i, x))
+    if with_targets:
+        return lambda i, x: (x, target(i, x))
+    return lambda i, x: x
 
 
 def augmenter(aug_cfg: Any, *, seed: int):
@@ -125,11 +141,10 @@ def part_dataset(
         ds = ds.cache(str(cache_dir / f"part-{rows_digest(rows)[:16]}"))
     if training and cache != "none":
         ds = ds.shuffle(min(buffer, max(len(rows), 1)), seed=seed, reshuffle_each_iteration=True)
-    # Targets are looked up per batch (one gather), after the cache: a cached part
-    # holds the features once, not a copy with its labels.
-    ds = ds.batch(batch_size).map(targets_fn(data, one_hot=one_hot))
-    if not with_rows:
-        ds = ds.map(lambda i, x, t: (x, t) if with_targets else x)
+    ds = ds.batch(batch_size).map(
+        batch_fn(data, one_hot=one_hot, with_targets=with_targets, with_rows=with_rows),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     augment = augmenter(getattr(data_cfg, "augmentation", None), seed=seed) if training else None
     if augment is not None and data.kind == "image":
         ds = ds.map(
