@@ -310,6 +310,60 @@ LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
 }
 
 
+# The metrics a run's test evaluation reports per task (`service.training.trainer`:
+# ``evaluate`` gives test_loss and ``score`` the rest; ``test_roc_auc`` needs both classes
+# in the test part), plus ``best_epoch``. `bless.metric` must be one of them.
+TEST_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "multiclass": (
+        "test_loss",
+        "test_accuracy",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+    ),
+    "binary": (
+        "test_loss",
+        "test_accuracy",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+        "test_roc_auc",
+    ),
+    "multilabel": (
+        "test_loss",
+        "test_accuracy",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+    ),
+    "regression": ("test_loss", "test_mae", "test_rmse"),
+    "reconstruction": ("test_loss", "test_mae", "test_rmse"),
+}
+
+
+def check_bless_metric(metric: str, task: str, *, resolved: bool = False) -> None:
+    """Raise `UserError` unless a run of ``task`` reports ``metric`` (``auto``: any task).
+
+    Called at validation with `data.task`, and again once the data has said what
+    ``auto`` is (``resolved``), before anything is recorded.
+    """
+    if task in TEST_METRICS_BY_TASK:
+        allowed = [*TEST_METRICS_BY_TASK[task], "best_epoch"]
+        what = (
+            f"the test metrics of a {task} task (data.task resolved from the data)"
+            if resolved
+            else f"the test metrics of data.task {task!r}"
+        )
+    else:
+        allowed = sorted({m for ms in TEST_METRICS_BY_TASK.values() for m in ms} | {"best_epoch"})
+        what = "the test metrics some task reports"
+    if metric not in allowed:
+        raise UserError(
+            f"Invalid value for `bless.metric`: received {metric!r}; expected one of "
+            f"{', '.join(allowed)} ({what}).{did_you_mean(metric, allowed)}"
+        )
+
+
 class TrainingConfig(Section):
     """How the weights are fitted on the train split."""
 
@@ -622,6 +676,12 @@ class RunConfig(Section):
     bless: BlessConfig = BlessConfig()
     registry: RegistryConfig = RegistryConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _bless_metric(self) -> RunConfig:
+        if self.bless.enabled:
+            check_bless_metric(self.bless.metric, self.data.task)
+        return self
 
     @model_validator(mode="after")
     def _tuning_space(self) -> RunConfig:
