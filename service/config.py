@@ -774,6 +774,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise UserError(
+            f"Invalid value for `--set {key.strip()}`: nested too deeply; expected at most "
+            f"{MAX_DEPTH} levels."
+        ) from None
     return key.strip().split("."), value
 
 
@@ -810,6 +815,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: cannot read config file ({err.__class__.__name__}).") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(
+            f"{path}: invalid YAML: nested too deeply; expected at most {MAX_DEPTH} levels."
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -823,11 +832,42 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Bounds on the shape of a config, checked before the fields are: no section is nested
+# deeper than a few levels, and a list of layers (a model option such as `units` or
+# `filters`) with thousands of entries is a mistake that would only show when the model
+# is built (or memory runs out).
+MAX_DEPTH = 32
+MAX_LIST = 100_000
+MAX_MODEL_LIST = 1_000
+
+
+def _check_shape(node: Any, where: str, source: str, depth: int = 0) -> None:
+    """Raise `UserError` for nesting deeper than `MAX_DEPTH` or an over-long list."""
+    if depth > MAX_DEPTH:
+        raise UserError(
+            f"{source}: `{where}` is nested more than {MAX_DEPTH} levels deep; expected a "
+            "config section or value."
+        )
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            _check_shape(value, f"{where}.{key}" if where else str(key), source, depth + 1)
+    elif isinstance(node, list):
+        limit = MAX_MODEL_LIST if where.startswith("model.") else MAX_LIST
+        if len(node) > limit:
+            raise UserError(
+                f"{source}: invalid value for `{where}`: received a list of {len(node)} "
+                f"items; expected at most {limit}."
+            )
+        for i, value in enumerate(node):
+            _check_shape(value, f"{where}[{i}]", source, depth + 1)
+
+
 def validate(data: Mapping[str, Any], *, source: str = "config") -> RunConfig:
     """Validate plain data into a `RunConfig` or raise a one-line `UserError`."""
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise UserError(f"{source}: keys must be strings; received {bad_keys[0]!r}.")
+    _check_shape(data, "", source)
     try:
         return RunConfig.model_validate(dict(data))
     except ValidationError as err:

@@ -157,3 +157,23 @@ def test_bless_metric_table_is_what_evaluation_reports(task):
         y, outputs = rng.random((30, 3)), rng.random((30, 3))
     reported = {"test_loss"} | {f"test_{k}" for k in score(task, y, outputs)}
     assert reported == set(TEST_METRICS_BY_TASK[task])
+
+
+# ------------------------------------------------------------------ shape bounds
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("name: x\nextra: " + "[" * 3000 + "]" * 3000 + "\n", ["invalid YAML: nested too deeply"]),
+        ("name: x\nextra: " + "[" * 40 + "]" * 40 + "\n", ["nested more than 32 levels"]),
+        (
+            "name: x\nmodel: {type: mlp, units: [" + ",".join(["8"] * 5000) + "]}\n",
+            ["`model.units`", "a list of 5000 items", "at most 1000"],
+        ),
+    ],
+)
+def test_config_nesting_and_list_lengths_are_bounded(tmp_path, text, needles):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = kts_probe(["validate", str(path)], cwd=tmp_path)
+    assert_user_error(result, *needles)
+    assert heavy_imports(result) == ""
