@@ -65,6 +65,16 @@ def unreachable_error(uri: str, reason: str) -> UserError:
     )
 
 
+def default_run_name(prefix: str) -> str:
+    """``<prefix>-<UTC yyyymmdd-HHMMSS>-<4 hex>``: distinct for every run of a config.
+
+    Not MLflow's generated names: those come from Python's `random`, which the run has
+    just seeded, so every run of one config would get the same name.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{os.urandom(2).hex()}"
+
+
 # ------------------------------------------------------------ the local store
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -355,7 +365,9 @@ class Tracker:
                 client.update_run(resume_run_id, status="RUNNING")
                 run_id = resume_run_id
         if run_id is None:
-            run_id = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+            run_id = client.create_run(
+                exp_id, run_name=run_name or default_run_name(experiment), tags=dict(tags or {})
+            ).info.run_id
         tracker = cls(client, run_id, experiment, uri, note)
         tracker.resumed = run_id == resume_run_id
         return tracker
@@ -544,12 +556,24 @@ class Tracker:
         outputs = {
             k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()
         }
+        # The logged model belongs to this run's experiment. Left to itself `Model.log`
+        # creates it in MLflow's active experiment (0, "Default", in a process that
+        # never called `set_experiment`), and the run's page shows "Logged models (0)".
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(
+            run.info.experiment_id,
+            name="model",
+            source_run_id=self.run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            params=dict(run.data.params),
+        )
         with self._fluent_store():
             info = Model.log(
                 artifact_path=None,
                 name="model",
                 flavor=mlflow.pyfunc,
                 run_id=self.run_id,
+                model_id=logged.model_id,
                 loader_module="kts_pyfunc",
                 data_path=str(export_path),
                 code_paths=[str(Path(__file__).with_name("kts_pyfunc.py"))],
@@ -559,7 +583,6 @@ class Tracker:
                     f"tensorflow=={tf.__version__}",
                     f"mlflow=={mlflow.__version__}",
                 ],
-                tags={k: str(v) for k, v in tags.items()},
             )
         return str(info.model_uri)
 
