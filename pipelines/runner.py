@@ -4,6 +4,8 @@ ingest -> split -> check -> train -> evaluate -> bless -> export -> register, tr
 MLflow run. A run killed mid-training and started again with the same command
 resumes from its last backed-up epoch into the same MLflow run (the run id and a
 hash of the resolved config are kept in ``runs/<name>/state.json``).
+
+Before any of it: the preflight of every output, see `run`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from pipelines import steps
-from service.config import RunConfig, flatten
+from service.config import RunConfig, check_bless_metric, flatten
 
 # Test rows the report pictures read (the metrics use every test row).
 REPORT_ROWS = 2_000
@@ -142,14 +144,29 @@ class RunState:
 
 
 # -------------------------------------------------------------------- run
-def run(cfg: RunConfig) -> RunSummary:
-    """Execute the pipeline; see the module docstring."""
-    from service.tracking import Tracker
-    from service.training.runtime import cluster_role, configure
+def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
+    """Execute the pipeline; see the module docstring.
+
+    First, within a second and before TensorFlow is imported, every place the run
+    writes is checked (`pipelines.preflight`, ``output_json`` included).
+    """
+    from pipelines.preflight import check_outputs
+    from service.training.runtime import cluster_role
 
     is_chief, task = (
         cluster_role() if cfg.training.distribution == "multi_worker" else (True, "chief/0")
     )
+    check_outputs(cfg, output_json=output_json, is_chief=is_chief)
+    return _execute(cfg, is_chief=is_chief, task=task)
+
+
+def _execute(cfg: RunConfig, *, is_chief: bool, task: str) -> RunSummary:
+    from pipelines.stderr import quiet_tensorflow
+
+    quiet_tensorflow()
+    from service.tracking import Tracker
+    from service.training.runtime import configure
+
     state = RunState(cfg, task if not is_chief else None)
     resume_id = state.resumable_run_id() if cfg.training.resume and is_chief else None
     if not is_chief:
@@ -162,6 +179,8 @@ def run(cfg: RunConfig) -> RunSummary:
     )
     # Validate the data before anything is recorded: bad data writes nothing.
     data = steps.ingest(cfg)
+    if is_chief and cfg.bless.enabled:
+        check_bless_metric(cfg.bless.metric, data.task, resolved=True)  # `auto` is known now
     parts = steps.check(cfg, data, steps.split(cfg, data))
 
     tracker = None
