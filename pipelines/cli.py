@@ -17,7 +17,7 @@ from pipelines.commands_describe import describe
 from pipelines.commands_runs import runs
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from pipelines.commands_tuning import tune_chief, tune_worker
-from service.errors import UserError
+from service.errors import Terminated, UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
 
@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("kts: aborted", err=True)
         return 130
+    except Terminated:
+        click.echo("kts: terminated (SIGTERM)", err=True)
+        return 143
     except click.exceptions.Exit as err:
         return err.exit_code
     except click.ClickException as err:

@@ -5,7 +5,8 @@ MLflow run. A run killed mid-training and started again with the same command
 resumes from its last backed-up epoch into the same MLflow run (the run id and a
 hash of the resolved config are kept in ``runs/<name>/state.json``).
 
-Before any of it: the preflight of every output, see `run`.
+Before any of it: the preflight of every output and the run folder's lock
+(``runs/<name>/run.lock``, one run per config at a time), see `run`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import yaml
 
 from pipelines import steps
 from service.config import RunConfig, check_bless_metric, flatten
+from service.errors import Terminated
 
 # Test rows the report pictures read (the metrics use every test row).
 REPORT_ROWS = 2_000
@@ -148,8 +152,12 @@ def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
     """Execute the pipeline; see the module docstring.
 
     First, within a second and before TensorFlow is imported, every place the run
-    writes is checked (`pipelines.preflight`, ``output_json`` included).
+    writes is checked (`pipelines.preflight`, ``output_json`` included) and the run
+    folder's lock is taken (`pipelines.lock`: one run per config at a time). The lock
+    is given back however the run ends; SIGTERM unwinds like Ctrl-C, so the MLflow run
+    ends KILLED rather than staying RUNNING.
     """
+    from pipelines.lock import RunLock
     from pipelines.preflight import check_outputs
     from service.training.runtime import cluster_role
 
@@ -157,7 +165,31 @@ def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
         cluster_role() if cfg.training.distribution == "multi_worker" else (True, "chief/0")
     )
     check_outputs(cfg, output_json=output_json, is_chief=is_chief)
-    return _execute(cfg, is_chief=is_chief, task=task)
+    lock = RunLock(cfg.run_dir, pipeline=cfg.name, task=None if is_chief else task)
+    with lock, _sigterm_unwinds():
+        return _execute(cfg, is_chief=is_chief, task=task)
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` (main thread only); later ones are ignored while
+    the run unwinds (ends its MLflow run, removes its lock)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _execute(cfg: RunConfig, *, is_chief: bool, task: str) -> RunSummary:
@@ -184,25 +216,28 @@ def _execute(cfg: RunConfig, *, is_chief: bool, task: str) -> RunSummary:
     parts = steps.check(cfg, data, steps.split(cfg, data))
 
     tracker = None
-    if cfg.tracking.enabled and is_chief:
-        # Before any training: an unreachable required server fails fast (exit 2).
-        tracker = Tracker.start(
-            uri=cfg.tracking.uri,
-            experiment=cfg.experiment,
-            run_name=cfg.tracking.run_name,
-            required=cfg.tracking.required,
-            fallback_dir=cfg.run_dir,
-            resume_run_id=resume_id,
-        )
-        if cfg.tracking.system_metrics:
-            tracker.start_system_metrics(cfg.tracking.system_metrics_interval)
-    if is_chief:
-        state.write(tracker.run_id if tracker else None, "running")
     try:
+        if cfg.tracking.enabled and is_chief:
+            # Before any training: an unreachable required server fails fast (exit 2).
+            tracker = Tracker.start(
+                uri=cfg.tracking.uri,
+                experiment=cfg.experiment,
+                run_name=cfg.tracking.run_name,
+                required=cfg.tracking.required,
+                fallback_dir=cfg.run_dir,
+                resume_run_id=resume_id,
+            )
+            if cfg.tracking.system_metrics:
+                tracker.start_system_metrics(cfg.tracking.system_metrics_interval)
+        if is_chief:
+            state.write(tracker.run_id if tracker else None, "running")
         summary = Pipeline(cfg, tracker, runtime, state).run(data, parts)
     except BaseException as err:
+        # Whatever stops the run (a user error found late, a fault, Ctrl-C, SIGTERM),
+        # its MLflow run ends here: none is left RUNNING.
         if tracker is not None:
-            tracker.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            interrupted = isinstance(err, (KeyboardInterrupt, Terminated))
+            tracker.end("KILLED" if interrupted else "FAILED")
         raise
     if tracker is not None:
         tracker.end("FINISHED")

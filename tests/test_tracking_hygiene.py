@@ -1,13 +1,16 @@
-"""MLflow hygiene: distinct run names, logged models in the run's experiment."""
+"""MLflow hygiene: distinct run names, logged models in the run's experiment, no run
+left RUNNING when the run stops on a user error."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers import CONFIGS, TINY, kts
+from tests.helpers import CONFIGS, TINY, kts, kts_env, wait_until
 
 DEFAULT = str(CONFIGS / "digits_cnn.yaml")
 
@@ -46,3 +49,53 @@ def test_two_runs_of_a_config_get_distinct_names_and_models_in_their_experiment(
         assert outputs == [m.model_id for m in models if m.source_run_id == run.info.run_id]
     registered = {s["registered_version"] for s in summaries}
     assert registered == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_user_error_after_the_run_started_ends_it_failed(tmp_path):
+    """The export folder is replaced by a file while the run trains: exit 2 naming
+    `export.base_path`, and the MLflow run ends FAILED, not RUNNING."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            DEFAULT,
+            *TINY,
+            "--set",
+            "training.epochs=4",
+        ],
+        cwd=tmp_path,
+        env=kts_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "runs" / "digits_cnn" / "state.json"
+
+    def tracking() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return json.loads(state.read_text())["status"] == "running"
+        except (OSError, ValueError, KeyError):
+            return False
+
+    try:
+        wait_until(tracking, timeout=300, what="the run to start tracking", interval=0.02)
+        (tmp_path / "serving_models").write_text("a file where the exports go\n")
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]  # (TensorFlow may have warned before it)
+    assert last.startswith("kts: error: Invalid value for `export.base_path`: received"), last
+    assert "'serving_models'" in last
+    assert "writing the export failed" in last
+    run_id = json.loads(state.read_text())["run_id"]
+    assert _client(tmp_path).get_run(run_id).info.status == "FAILED"
+    assert not (tmp_path / "runs" / "digits_cnn" / "run.lock").exists()
