@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,33 +167,72 @@ def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
     )
     check_outputs(cfg, output_json=output_json, is_chief=is_chief)
     lock = RunLock(cfg.run_dir, pipeline=cfg.name, task=None if is_chief else task)
-    with lock, _sigterm_unwinds():
-        return _execute(cfg, is_chief=is_chief, task=task)
+    with lock, _sigterm_unwinds() as termination:
+        return _execute(cfg, is_chief=is_chief, task=task, stopping=termination.seen.set)
+
+
+class _Termination:
+    """SIGTERM as `Terminated` in the main thread, sent again until the run has seen it.
+
+    Python runs a signal handler between two bytecodes of the main thread, wherever that
+    is; an exception raised there while the interpreter runs a garbage-collection
+    callback is printed and dropped ("Exception ignored in ..."), and the run would go
+    on. So after the first SIGTERM a daemon thread sends another every second until
+    the runner has caught `Terminated` (``seen``); from then on SIGTERM is ignored while
+    the run unwinds (ends its MLflow run, removes its lock).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen = threading.Event()
+        self._nag_thread: threading.Thread | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.seen.is_set():
+            return
+        if self._nag_thread is None:
+            import threading
+
+            self._nag_thread = threading.Thread(target=self._nag, name="kts-sigterm", daemon=True)
+            self._nag_thread.start()
+        raise Terminated()
+
+    def _nag(self) -> None:
+        import signal
+
+        while not self.seen.wait(1.0):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(self) -> None:
+        """No more SIGTERMs from the nag thread (before the default handler is back)."""
+        self.seen.set()
+        if self._nag_thread is not None:
+            self._nag_thread.join(timeout=5)
 
 
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` (main thread only); later ones are ignored while
-    the run unwinds (ends its MLflow run, removes its lock)."""
+def _sigterm_unwinds() -> Iterator[_Termination]:
+    """Turn SIGTERM into `Terminated` while the run lasts (main thread only)."""
     import signal
     import threading
 
+    termination = _Termination()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield termination
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, termination.handler)
     try:
-        yield
+        yield termination
     finally:
+        termination.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
-def _execute(cfg: RunConfig, *, is_chief: bool, task: str) -> RunSummary:
+def _execute(
+    cfg: RunConfig, *, is_chief: bool, task: str, stopping: Callable[[], None]
+) -> RunSummary:
+    """The run proper; ``stopping`` is called as soon as it unwinds on an exception."""
     from pipelines.stderr import quiet_tensorflow
 
     quiet_tensorflow()
@@ -235,6 +275,7 @@ def _execute(cfg: RunConfig, *, is_chief: bool, task: str) -> RunSummary:
     except BaseException as err:
         # Whatever stops the run (a user error found late, a fault, Ctrl-C, SIGTERM),
         # its MLflow run ends here: none is left RUNNING.
+        stopping()
         if tracker is not None:
             interrupted = isinstance(err, (KeyboardInterrupt, Terminated))
             tracker.end("KILLED" if interrupted else "FAILED")

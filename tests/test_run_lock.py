@@ -152,3 +152,40 @@ def test_multi_worker_tasks_lock_separately_but_each_task_once(tmp_path):
             RunLock(run_dir, pipeline="p").acquire()  # also within one process
     assert not lock_path(run_dir).exists()
     assert python_c(_HOLD.format(run_dir=str(run_dir), task=None)).stdout == "TAKEN\n"
+
+
+_SWALLOWED = """
+import os, signal, time, weakref
+from pipelines.runner import _sigterm_unwinds
+from service.errors import Terminated
+
+class Thing:
+    pass
+
+def callback(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1_000_000):  # the handler runs in here, inside a GC callback
+        pass
+
+start = time.monotonic()
+try:
+    with _sigterm_unwinds():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        print("SWALLOWED", flush=True)
+        while time.monotonic() - start < 60:
+            time.sleep(0.01)
+except Terminated:
+    print(f"TERMINATED after {time.monotonic() - start:.1f}s")
+"""
+
+
+def test_sigterm_dropped_inside_a_gc_callback_is_sent_again():
+    """Python drops an exception raised while it runs a GC callback ("Exception ignored
+    in ..."): the first SIGTERM can vanish that way, so it is sent again until seen."""
+    result = python_c(_SWALLOWED, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Exception ignored" in result.stderr  # the first one was dropped
+    assert result.stdout.startswith("SWALLOWED\nTERMINATED after "), result.stdout
+    assert float(result.stdout.split()[-1].rstrip("s")) < 30
