@@ -177,6 +177,11 @@ def check_sqlite_file(db: Path) -> None:
             head = f.read(len(SQLITE_HEADER))
     except OSError as err:
         raise UserError(f"tracking.uri: cannot read {db} ({err.strerror}).") from None
+    if not os.access(db, os.W_OK):
+        raise UserError(
+            f"Invalid value for `tracking.uri`: received sqlite:///{db}; {db} is read-only; "
+            "expected an SQLite store this process can write to."
+        )
     if head and head != SQLITE_HEADER:
         raise UserError(
             f"Invalid value for `tracking.uri`: received sqlite:///{db}; {db} is not an SQLite "

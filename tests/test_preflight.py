@@ -95,6 +95,17 @@ def test_bad_store_uri_is_exit_2_before_anything_runs(tmp_path, case):
         assert notes.read_text() == "my notes, not a database\n"
 
 
+def test_read_only_store_file_is_exit_2_before_anything_runs(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes read-only files: no read-only SQLite file to test with")
+    store = tmp_path / "store.db"
+    store.write_bytes(b"")
+    store.chmod(0o444)
+    result = kts_probe([*RUN, "--set", f"tracking.uri=sqlite:///{store}"], cwd=tmp_path)
+    assert_user_error(result, "tracking.uri", f"{store} is read-only")
+    assert heavy_imports(result) == ""
+
+
 def test_bad_store_uri_from_the_environment_names_the_variable(tmp_path):
     result = kts_probe(RUN, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "mlfow://tracking:5000"})
     assert_user_error(result, "$MLFLOW_TRACKING_URI", "'mlfow://tracking:5000'")
