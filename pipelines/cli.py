@@ -8,7 +8,6 @@ TensorFlow and MLflow are imported only inside the commands that need them, so
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pipelines.commands_describe import describe
 from pipelines.commands_runs import runs
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from pipelines.commands_tuning import tune_chief, tune_worker
-from service.errors import UserError
+from service.errors import Terminated, UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
 
@@ -29,22 +28,6 @@ set_option = click.option(
     metavar="KEY=VALUE",
     help="Override a dotted config key, e.g. --set training.epochs=3 (repeatable).",
 )
-
-
-def quiet_tensorflow() -> None:
-    """Import TensorFlow without its C++ start-up chatter (CUDA probing on CPU hosts).
-
-    Some of those lines are printed before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``,
-    so stderr is muted at the file-descriptor level for the import only. Setting
-    ``TF_CPP_MIN_LOG_LEVEL=0`` shows everything.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    from pipelines.stderr import native_stderr_muted
-
-    with native_stderr_muted():
-        import tensorflow  # noqa: F401
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,14 +49,20 @@ def run(config: Path | None, overrides: tuple[str, ...], output_json: Path | Non
     from service.config import load_config
 
     cfg = load_config(config or DEFAULT_CONFIG, overrides)
-    quiet_tensorflow()
     from pipelines.runner import run as run_pipeline
 
-    summary = run_pipeline(cfg)
+    # The runner checks every output (this JSON file's folder too) before it reads data.
+    summary = run_pipeline(cfg, output_json=output_json)
     click.echo(summary.to_text())
     if output_json is not None:
-        output_json.parent.mkdir(parents=True, exist_ok=True)
-        output_json.write_text(summary.to_json() + "\n", encoding="utf-8")
+        try:
+            output_json.parent.mkdir(parents=True, exist_ok=True)
+            output_json.write_text(summary.to_json() + "\n", encoding="utf-8")
+        except OSError as err:
+            raise UserError(
+                f"--output-json: cannot write {output_json} ({err.strerror or err}); the run "
+                f"itself finished ({summary.run_id or 'not tracked'})."
+            ) from None
 
 
 @cli.command()
@@ -136,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("kts: aborted", err=True)
         return 130
+    except Terminated:
+        click.echo("kts: terminated (SIGTERM)", err=True)
+        return 143
     except click.exceptions.Exit as err:
         return err.exit_code
     except click.ClickException as err:

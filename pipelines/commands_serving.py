@@ -50,7 +50,7 @@ def _as_user_error(err: Exception) -> UserError:
 
 
 def _quiet_tensorflow() -> None:
-    from pipelines.cli import quiet_tensorflow
+    from pipelines.stderr import quiet_tensorflow
 
     quiet_tensorflow()
 

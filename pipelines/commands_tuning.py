@@ -104,7 +104,7 @@ def _tune(config: Path, overrides: tuple[str, ...], role: str) -> None:
     if cfg.tuning is None:
         raise UserError(f"{config}: `tuning` is not set; add a tuning section with a space.")
     _set_role(role)
-    from pipelines.cli import quiet_tensorflow
+    from pipelines.stderr import quiet_tensorflow
 
     quiet_tensorflow()
     from pipelines import steps

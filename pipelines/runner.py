@@ -4,15 +4,21 @@ ingest -> split -> check -> train -> evaluate -> bless -> export -> register, tr
 MLflow run. A run killed mid-training and started again with the same command
 resumes from its last backed-up epoch into the same MLflow run (the run id and a
 hash of the resolved config are kept in ``runs/<name>/state.json``).
+
+Before any of it: the preflight of every output and the run folder's lock
+(``runs/<name>/run.lock``, one run per config at a time), see `run`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,8 @@ from typing import Any
 import yaml
 
 from pipelines import steps
-from service.config import RunConfig, flatten
+from service.config import RunConfig, check_bless_metric, flatten
+from service.errors import Terminated
 
 # Test rows the report pictures read (the metrics use every test row).
 REPORT_ROWS = 2_000
@@ -146,14 +153,96 @@ class RunState:
 
 
 # -------------------------------------------------------------------- run
-def run(cfg: RunConfig) -> RunSummary:
-    """Execute the pipeline; see the module docstring."""
-    from service.tracking import Tracker
-    from service.training.runtime import cluster_role, configure
+def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
+    """Execute the pipeline; see the module docstring.
+
+    First, within a second and before TensorFlow is imported, every place the run
+    writes is checked (`pipelines.preflight`, ``output_json`` included) and the run
+    folder's lock is taken (`pipelines.lock`: one run per config at a time). The lock
+    is given back however the run ends; SIGTERM unwinds like Ctrl-C, so the MLflow run
+    ends KILLED rather than staying RUNNING.
+    """
+    from pipelines.lock import RunLock
+    from pipelines.preflight import check_outputs
+    from service.training.runtime import cluster_role
 
     is_chief, task = (
         cluster_role() if cfg.training.distribution == "multi_worker" else (True, "chief/0")
     )
+    check_outputs(cfg, output_json=output_json, is_chief=is_chief)
+    lock = RunLock(cfg.run_dir, pipeline=cfg.name, task=None if is_chief else task)
+    with lock, _sigterm_unwinds() as termination:
+        return _execute(cfg, is_chief=is_chief, task=task, stopping=termination.seen.set)
+
+
+class _Termination:
+    """SIGTERM as `Terminated` in the main thread, sent again until the run has seen it.
+
+    Python runs a signal handler between two bytecodes of the main thread, wherever that
+    is; an exception raised there while the interpreter runs a garbage-collection
+    callback is printed and dropped ("Exception ignored in ..."), and the run would go
+    on. So after the first SIGTERM a daemon thread sends another every second until
+    the runner has caught `Terminated` (``seen``); from then on SIGTERM is ignored while
+    the run unwinds (ends its MLflow run, removes its lock).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen = threading.Event()
+        self._nag_thread: threading.Thread | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.seen.is_set():
+            return
+        if self._nag_thread is None:
+            import threading
+
+            self._nag_thread = threading.Thread(target=self._nag, name="kts-sigterm", daemon=True)
+            self._nag_thread.start()
+        raise Terminated()
+
+    def _nag(self) -> None:
+        import signal
+
+        while not self.seen.wait(1.0):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(self) -> None:
+        """No more SIGTERMs from the nag thread (before the default handler is back)."""
+        self.seen.set()
+        if self._nag_thread is not None:
+            self._nag_thread.join(timeout=5)
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[_Termination]:
+    """Turn SIGTERM into `Terminated` while the run lasts (main thread only)."""
+    import signal
+    import threading
+
+    termination = _Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination
+        return
+    previous = signal.signal(signal.SIGTERM, termination.handler)
+    try:
+        yield termination
+    finally:
+        termination.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(
+    cfg: RunConfig, *, is_chief: bool, task: str, stopping: Callable[[], None]
+) -> RunSummary:
+    """The run proper; ``stopping`` is called as soon as it unwinds on an exception."""
+    from pipelines.stderr import quiet_tensorflow
+
+    quiet_tensorflow()
+    from service.tracking import Tracker
+    from service.training.runtime import configure
+
     state = RunState(cfg, task if not is_chief else None)
     resume_id = state.resumable_run_id() if cfg.training.resume and is_chief else None
     if not is_chief:
@@ -166,28 +255,34 @@ def run(cfg: RunConfig) -> RunSummary:
     )
     # Validate the data before anything is recorded: bad data writes nothing.
     data = steps.ingest(cfg)
+    if is_chief and cfg.bless.enabled:
+        check_bless_metric(cfg.bless.metric, data.task, resolved=True)  # `auto` is known now
     parts = steps.check(cfg, data, steps.split(cfg, data))
 
     tracker = None
-    if cfg.tracking.enabled and is_chief:
-        # Before any training: an unreachable required server fails fast (exit 2).
-        tracker = Tracker.start(
-            uri=cfg.tracking.uri,
-            experiment=cfg.experiment,
-            run_name=cfg.tracking.run_name,
-            required=cfg.tracking.required,
-            fallback_dir=cfg.run_dir,
-            resume_run_id=resume_id,
-        )
-        if cfg.tracking.system_metrics:
-            tracker.start_system_metrics(cfg.tracking.system_metrics_interval)
-    if is_chief:
-        state.write(tracker.run_id if tracker else None, "running")
     try:
+        if cfg.tracking.enabled and is_chief:
+            # Before any training: an unreachable required server fails fast (exit 2).
+            tracker = Tracker.start(
+                uri=cfg.tracking.uri,
+                experiment=cfg.experiment,
+                run_name=cfg.tracking.run_name,
+                required=cfg.tracking.required,
+                fallback_dir=cfg.run_dir,
+                resume_run_id=resume_id,
+            )
+            if cfg.tracking.system_metrics:
+                tracker.start_system_metrics(cfg.tracking.system_metrics_interval)
+        if is_chief:
+            state.write(tracker.run_id if tracker else None, "running")
         summary = Pipeline(cfg, tracker, runtime, state).run(data, parts)
     except BaseException as err:
+        # Whatever stops the run (a user error found late, a fault, Ctrl-C, SIGTERM),
+        # its MLflow run ends here: none is left RUNNING.
+        stopping()
         if tracker is not None:
-            tracker.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            interrupted = isinstance(err, (KeyboardInterrupt, Terminated))
+            tracker.end("KILLED" if interrupted else "FAILED")
         raise
     if tracker is not None:
         tracker.end("FINISHED")

@@ -32,3 +32,17 @@ def native_stderr_muted() -> Iterator[None]:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow without its C++ start-up chatter (CUDA probing on CPU hosts).
+
+    Some of those lines are printed before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``,
+    so stderr is muted at the file-descriptor level for the import only. Setting
+    ``TF_CPP_MIN_LOG_LEVEL=0`` shows everything.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    with native_stderr_muted():
+        import tensorflow  # noqa: F401

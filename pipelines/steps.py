@@ -331,15 +331,26 @@ def export(
     if warmup_rows is not None and len(warmup_rows):
         warmup = data.take(np.sort(warmup_rows)[:8])  # the first rows: read without a full pass
         warmup = warmup.astype(str) if data.kind == "text" else warmup
-    out = export_saved_model(
-        trained.model,
-        base_path=base_path or cfg.export.base_path,
-        model_name=cfg.export_name,
-        input_name=data.input_name,
-        task=data.task,
-        class_names=data.class_names,
-        warmup_inputs=warmup,
-    )
+    base = base_path or cfg.export.base_path
+    try:
+        out = export_saved_model(
+            trained.model,
+            base_path=base,
+            model_name=cfg.export_name,
+            input_name=data.input_name,
+            task=data.task,
+            class_names=data.class_names,
+            warmup_inputs=warmup,
+        )
+    except OSError as err:
+        # The preflight found the folder writable; it changed during the run (a full
+        # disk, a mount gone read-only, a file put in its place).
+        field = "export.base_path" if base_path is None else "work_dir"  # a run-folder copy
+        raise UserError(
+            f"Invalid value for `{field}`: received {base!r}; writing the export "
+            f"failed ({err.strerror or err}: {err.filename or base}); expected a folder this "
+            "process can write in."
+        ) from None
     if not (out.path / "saved_model.pb").is_file():
         raise RuntimeError(f"export: {out.path} has no saved_model.pb")
     return ExportResult(str(out.path.resolve()), out.version)

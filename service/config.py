@@ -334,6 +334,60 @@ LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
 }
 
 
+# The metrics a run's test evaluation reports per task (`service.training.trainer`:
+# ``evaluate`` gives test_loss and ``score`` the rest; ``test_roc_auc`` needs both classes
+# in the test part), plus ``best_epoch``. `bless.metric` must be one of them.
+TEST_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "multiclass": (
+        "test_loss",
+        "test_accuracy",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+    ),
+    "binary": (
+        "test_loss",
+        "test_accuracy",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+        "test_roc_auc",
+    ),
+    "multilabel": (
+        "test_loss",
+        "test_accuracy",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_f1_macro",
+    ),
+    "regression": ("test_loss", "test_mae", "test_rmse"),
+    "reconstruction": ("test_loss", "test_mae", "test_rmse"),
+}
+
+
+def check_bless_metric(metric: str, task: str, *, resolved: bool = False) -> None:
+    """Raise `UserError` unless a run of ``task`` reports ``metric`` (``auto``: any task).
+
+    Called at validation with `data.task`, and again once the data has said what
+    ``auto`` is (``resolved``), before anything is recorded.
+    """
+    if task in TEST_METRICS_BY_TASK:
+        allowed = [*TEST_METRICS_BY_TASK[task], "best_epoch"]
+        what = (
+            f"the test metrics of a {task} task (data.task resolved from the data)"
+            if resolved
+            else f"the test metrics of data.task {task!r}"
+        )
+    else:
+        allowed = sorted({m for ms in TEST_METRICS_BY_TASK.values() for m in ms} | {"best_epoch"})
+        what = "the test metrics some task reports"
+    if metric not in allowed:
+        raise UserError(
+            f"Invalid value for `bless.metric`: received {metric!r}; expected one of "
+            f"{', '.join(allowed)} ({what}).{did_you_mean(metric, allowed)}"
+        )
+
+
 class TrainingConfig(Section):
     """How the weights are fitted on the train split."""
 
@@ -652,6 +706,12 @@ class RunConfig(Section):
     export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
+    def _bless_metric(self) -> RunConfig:
+        if self.bless.enabled:
+            check_bless_metric(self.bless.metric, self.data.task)
+        return self
+
+    @model_validator(mode="after")
     def _tuning_space(self) -> RunConfig:
         _check_space_keys(self)
         if self.tuning is not None and self.tuning.enabled:
@@ -742,6 +802,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise UserError(
+            f"Invalid value for `--set {key.strip()}`: nested too deeply; expected at most "
+            f"{MAX_DEPTH} levels."
+        ) from None
     return key.strip().split("."), value
 
 
@@ -778,6 +843,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: cannot read config file ({err.__class__.__name__}).") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(
+            f"{path}: invalid YAML: nested too deeply; expected at most {MAX_DEPTH} levels."
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -791,11 +860,42 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Bounds on the shape of a config, checked before the fields are: no section is nested
+# deeper than a few levels, and a list of layers (a model option such as `units` or
+# `filters`) with thousands of entries is a mistake that would only show when the model
+# is built (or memory runs out).
+MAX_DEPTH = 32
+MAX_LIST = 100_000
+MAX_MODEL_LIST = 1_000
+
+
+def _check_shape(node: Any, where: str, source: str, depth: int = 0) -> None:
+    """Raise `UserError` for nesting deeper than `MAX_DEPTH` or an over-long list."""
+    if depth > MAX_DEPTH:
+        raise UserError(
+            f"{source}: `{where}` is nested more than {MAX_DEPTH} levels deep; expected a "
+            "config section or value."
+        )
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            _check_shape(value, f"{where}.{key}" if where else str(key), source, depth + 1)
+    elif isinstance(node, list):
+        limit = MAX_MODEL_LIST if where.startswith("model.") else MAX_LIST
+        if len(node) > limit:
+            raise UserError(
+                f"{source}: invalid value for `{where}`: received a list of {len(node)} "
+                f"items; expected at most {limit}."
+            )
+        for i, value in enumerate(node):
+            _check_shape(value, f"{where}[{i}]", source, depth + 1)
+
+
 def validate(data: Mapping[str, Any], *, source: str = "config") -> RunConfig:
     """Validate plain data into a `RunConfig` or raise a one-line `UserError`."""
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise UserError(f"{source}: keys must be strings; received {bad_keys[0]!r}.")
+    _check_shape(data, "", source)
     try:
         return RunConfig.model_validate(dict(data))
     except ValidationError as err:

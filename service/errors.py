@@ -15,6 +15,11 @@ class UserError(Exception):
     """Bad user input: printed as one line, exit code 2."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a pod stopped, ``kill PID``): unwinds like Ctrl-C, so a run ends
+    KILLED in MLflow and gives its lock back; the CLI exits 143 (128 + SIGTERM)."""
+
+
 def _quote(value: object) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 

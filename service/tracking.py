@@ -8,6 +8,10 @@ subprocesses inherit) tracking errors are raised instead, so they get fixed.
 An unreachable tracking server at start is a user problem (exit 2, naming the
 URI) unless ``tracking.required: false``, in which case the run records into a
 local SQLite store that the summary names.
+
+A local SQLite store is created kill-safely (`ensure_sqlite_store`): MLflow's schema
+migrations run on a temporary file that is renamed into place when they are done, so
+a kill during the first run never leaves a store no later run can open.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,254 @@ def check_reachable(uri: str, timeout: float = 5.0) -> str | None:
     except requests.RequestException as err:
         return type(err).__name__
     return None if response.ok else f"HTTP {response.status_code}"
+
+
+def unreachable_error(uri: str, reason: str) -> UserError:
+    """The one message for a required tracking server that does not answer."""
+    return UserError(
+        f"tracking.uri: the MLflow tracking server at {uri} is unreachable "
+        f"({reason}); start it, fix the URI, or set tracking.required: false."
+    )
+
+
+def default_run_name(prefix: str) -> str:
+    """``<prefix>-<UTC yyyymmdd-HHMMSS>-<4 hex>``: distinct for every run of a config.
+
+    Not MLflow's generated names: those come from Python's `random`, which the run has
+    just seeded, so every run of one config would get the same name.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{os.urandom(2).hex()}"
+
+
+# ------------------------------------------------------------ the local store
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI; None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def new_experiment_artifacts(uri: str) -> str | None:
+    """Where `Tracker.start` puts a new experiment's artifacts (None: the store decides).
+
+    Beside a non-default SQLite file (``mlartifacts/``), not in the working directory.
+    """
+    db = sqlite_path(uri)
+    if db is None or uri == DEFAULT_URI:
+        return None
+    return (db.parent / "mlartifacts").resolve().as_uri()
+
+
+def local_artifact_folder(uri: str, experiment: str) -> Path | None:
+    """The local folder runs of ``experiment`` in the SQLite store ``uri`` write artifacts
+    to (the experiment's own location if it exists), or None when they go elsewhere."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    location = None
+    if db.is_file() and db.stat().st_size:
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(str(db), timeout=60)
+            try:
+                row = con.execute(
+                    "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+                ).fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            row = None  # not (yet) an MLflow schema: the store's default applies
+        location = row[0] if row else None
+    # MLflow's default root for a SQLite store: ./mlruns of the working directory.
+    location = location or new_experiment_artifacts(uri) or str(Path("mlruns").resolve())
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(location) if not parsed.scheme else None
+
+
+def _store_contents(db: Path) -> tuple[list[str], dict[str, int]]:
+    """(tables a schema migration left behind, rows in runs and registered_models) of ``db``.
+
+    Opened with the standard library: a hot journal of a killed writer is rolled
+    back, nothing else is changed. MLflow's table names are read, not its code run.
+    """
+    import sqlite3
+
+    con = sqlite3.connect(str(db), timeout=60)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        records = {
+            table: int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            if table in tables
+            else 0
+            for table in ("runs", "registered_models")
+        }
+    finally:
+        con.close()
+    return sorted(t for t in tables if t.startswith("_alembic_tmp_")), records
+
+
+def _half_created_error(db: Path, problem: str, records: dict[str, int]) -> UserError:
+    held = ", ".join(f"{n} in {table}" for table, n in records.items())
+    return UserError(
+        f"tracking.uri: {db} is an MLflow store whose schema migration was interrupted "
+        f"({problem}) and it holds records ({held}), so it is not rebuilt; back it up, "
+        f"then repair it with `mlflow db upgrade sqlite:///{db.resolve()}` (first dropping "
+        "any _alembic_tmp_* table), or point tracking.uri at another store."
+    )
+
+
+def check_sqlite_file(db: Path) -> None:
+    """Raise `UserError` unless ``db`` is absent, empty, or an SQLite store MLflow can open
+    (a half-created one holding no runs is fine: `ensure_sqlite_store` rebuilds it)."""
+    if not db.exists():
+        return
+    if not db.is_file():
+        raise UserError(
+            f"Invalid value for `tracking.uri`: received sqlite:///{db}; {db} is not a file; "
+            "expected the path of an SQLite database file (created if missing)."
+        )
+    try:
+        with db.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise UserError(f"tracking.uri: cannot read {db} ({err.strerror}).") from None
+    if not os.access(db, os.W_OK):
+        raise UserError(
+            f"Invalid value for `tracking.uri`: received sqlite:///{db}; {db} is read-only; "
+            "expected an SQLite store this process can write to."
+        )
+    if head and head != SQLITE_HEADER:
+        raise UserError(
+            f"Invalid value for `tracking.uri`: received sqlite:///{db}; {db} is not an SQLite "
+            "database; expected an MLflow SQLite store or a path where one can be created."
+        )
+    if head:
+        leftovers, records = _store_contents(db)
+        if leftovers and any(records.values()):
+            raise _half_created_error(db, f"table {leftovers[0]} left over", records)
+
+
+@contextmanager
+def _creation_lock(db: Path) -> Iterator[None]:
+    """Serialise store creation and repair between processes (a hidden lock file)."""
+    import fcntl
+
+    with open(db.with_name(f".{db.name}.create.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError:
+            pass  # a file system without locks: creation still goes through a temp file
+        yield
+
+
+def _temp_stores(db: Path) -> list[Path]:
+    return sorted(db.parent.glob(f".{db.name}.creating-*"))
+
+
+def _create_store(db: Path) -> None:
+    """Run MLflow's migrations on a temporary file, then rename it to ``db``.
+
+    Called under `_creation_lock`: a temporary file found here belongs to a creator
+    that was killed, and is removed.
+    """
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for leftover in _temp_stores(db):
+        leftover.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp.resolve()}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
+        os.replace(tmp, db)
+    finally:
+        for path in (tmp, tmp.with_name(tmp.name + "-journal")):
+            path.unlink(missing_ok=True)
+
+
+def _rebuild(db: Path, problem: str) -> None:
+    """Move a half-created store holding nothing aside and create a fresh one."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    aside = db.with_name(f"{db.name}.broken-{stamp}")
+    os.replace(db, aside)
+    journal = db.with_name(db.name + "-journal")
+    if journal.exists():
+        os.replace(journal, aside.with_name(aside.name + "-journal"))
+    sys.stderr.write(
+        f"kts: note: {db} was a half-created MLflow store ({problem}; no runs inside): "
+        f"moved it to {aside.name} and created a new one.\n"
+    )
+    _create_store(db)
+
+
+def ensure_sqlite_store(db: Path, *, repair: str | None = None) -> None:
+    """Make ``db`` a complete MLflow store, kill-safely.
+
+    A missing (or empty) store is created under a temporary name in the same folder and
+    renamed into place once MLflow's schema migrations are done; a kill at any point
+    leaves either no store or a complete one (and a temporary file the next creator
+    removes). A store whose migration was interrupted by an older version (tables named
+    ``_alembic_tmp_*``) is moved aside and rebuilt when it holds no runs or registered
+    models, else `UserError` says how to repair it. ``repair`` (why MLflow could not
+    open the store) forces that decision for a store without left-over tables.
+    """
+    db.parent.mkdir(parents=True, exist_ok=True)
+    healthy = db.is_file() and db.stat().st_size > 0 and repair is None
+    if healthy and not _store_contents(db)[0] and not _temp_stores(db):
+        return  # the common case: no lock, no MLflow import
+    with _creation_lock(db):
+        if not db.is_file() or db.stat().st_size == 0:
+            _create_store(db)
+            return
+        leftovers, records = _store_contents(db)
+        problem = f"table {leftovers[0]} left over" if leftovers else repair
+        if problem is None:
+            for leftover in _temp_stores(db):  # a creator killed after its rename
+                leftover.unlink(missing_ok=True)
+            return
+        if any(records.values()):
+            raise _half_created_error(db, problem, records)
+        _rebuild(db, problem)
+
+
+def open_client(uri: str) -> Any:
+    """An `MlflowClient` on ``uri``; a local SQLite store is made complete first.
+
+    An existing SQLite store MLflow cannot open (an interrupted migration without
+    left-over tables, an out-of-date schema) is rebuilt when it holds nothing, else a
+    `UserError` names it and the repair.
+    """
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    check_sqlite_file(db)
+    ensure_sqlite_store(db)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)  # opens (and verifies) the store now
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        ensure_sqlite_store(db, repair=f"MLflow could not open it: {reason}")
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    return client
 
 
 class Tracker:
@@ -94,30 +347,17 @@ class Tracker:
         reason = check_reachable(uri)
         if reason is not None:
             if required:
-                raise UserError(
-                    f"tracking.uri: the MLflow tracking server at {uri} is unreachable "
-                    f"({reason}); start it, fix the URI, or set tracking.required: false."
-                )
+                raise unreachable_error(uri, reason)
             fallback_dir.mkdir(parents=True, exist_ok=True)
             local = f"sqlite:///{(fallback_dir / 'mlflow.db').resolve()}"
             note = f"tracking server {uri} unreachable ({reason}); recorded locally in {local}"
             uri = local
-        import logging
-
-        from mlflow.tracking import MlflowClient
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-
-        client = MlflowClient(tracking_uri=uri)
+        client = open_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            artifact_location = None
-            if uri.startswith("sqlite:///") and uri != DEFAULT_URI:
-                # Keep artifacts beside a non-default SQLite file, not in the cwd.
-                db = Path(uri[len("sqlite:///") :])
-                artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
-            exp_id = client.create_experiment(experiment, artifact_location=artifact_location)
+            exp_id = client.create_experiment(
+                experiment, artifact_location=new_experiment_artifacts(uri)
+            )
         else:
             exp_id = found.experiment_id
         run_id = None
@@ -130,7 +370,9 @@ class Tracker:
                 client.update_run(resume_run_id, status="RUNNING")
                 run_id = resume_run_id
         if run_id is None:
-            run_id = client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+            run_id = client.create_run(
+                exp_id, run_name=run_name or default_run_name(experiment), tags=dict(tags or {})
+            ).info.run_id
         tracker = cls(client, run_id, experiment, uri, note)
         tracker.resumed = run_id == resume_run_id
         return tracker
@@ -319,12 +561,24 @@ class Tracker:
         outputs = {
             k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()
         }
+        # The logged model belongs to this run's experiment. Left to itself `Model.log`
+        # creates it in MLflow's active experiment (0, "Default", in a process that
+        # never called `set_experiment`), and the run's page shows "Logged models (0)".
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(
+            run.info.experiment_id,
+            name="model",
+            source_run_id=self.run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            params=dict(run.data.params),
+        )
         with self._fluent_store():
             info = Model.log(
                 artifact_path=None,
                 name="model",
                 flavor=mlflow.pyfunc,
                 run_id=self.run_id,
+                model_id=logged.model_id,
                 loader_module="kts_pyfunc",
                 data_path=str(export_path),
                 code_paths=[str(Path(__file__).with_name("kts_pyfunc.py"))],
@@ -334,7 +588,6 @@ class Tracker:
                     f"tensorflow=={tf.__version__}",
                     f"mlflow=={mlflow.__version__}",
                 ],
-                tags={k: str(v) for k, v in tags.items()},
             )
         return str(info.model_uri)
 

@@ -71,12 +71,19 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def python_c(code: str, *, check: bool = False, timeout: float = 120):
-    """Run ``python -c CODE`` in the repository as a fresh process (import checks)."""
+def python_c(
+    code: str,
+    *,
+    check: bool = False,
+    timeout: float = 120,
+    cwd: str | Path = REPO,
+    env: Mapping[str, str] | None = None,
+):
+    """Run ``python -c CODE`` as a fresh process (in the repository unless ``cwd``)."""
     return subprocess.run(
         [sys.executable, "-c", code],
-        cwd=REPO,
-        env=kts_env(),
+        cwd=cwd,
+        env=kts_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -97,7 +104,35 @@ sys.exit(code)
 """
 
 
-def kts_probe(argv: Sequence[str]):
+def kts_probe(
+    argv: Sequence[str],
+    *,
+    cwd: str | Path = REPO,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+):
     """``kts ARGV`` in a fresh process whose stdout ends with ``HEAVY=<modules>``: the
     heavy libraries (tensorflow, keras, mlflow) it imported, empty when none."""
-    return python_c(_CLI_PROBE.format(argv=list(argv)))
+    return python_c(_CLI_PROBE.format(argv=list(argv)), cwd=cwd, env=env, timeout=timeout)
+
+
+def heavy_imports(result: subprocess.CompletedProcess[str]) -> str:
+    """What a `kts_probe` process imported of tensorflow, keras and mlflow ("" for none)."""
+    last = result.stdout.rstrip().splitlines()[-1] if result.stdout.strip() else ""
+    assert last.startswith("HEAVY="), result.stdout[-2000:]
+    return last.removeprefix("HEAVY=")
+
+
+# A pipeline run as small as it gets: tests about what happens around training.
+TINY = [
+    "--set",
+    "tuning.enabled=false",
+    "--set",
+    "training.epochs=1",
+    "--set",
+    "model.filters=[8]",
+    "--set",
+    "model.dense_units=16",
+    "--set",
+    "tracking.reports=false",
+]

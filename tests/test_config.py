@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
 
-from service.config import apply_overrides, flatten, load_config, validate
+from service.config import TEST_METRICS_BY_TASK, apply_overrides, flatten, load_config, validate
 from service.errors import UserError
-from tests.helpers import CONFIGS, assert_user_error, kts
+from tests.helpers import CONFIGS, assert_user_error, heavy_imports, kts, kts_probe
 
 DEFAULT = CONFIGS / "digits_cnn.yaml"
 
@@ -122,3 +123,57 @@ def test_cli_missing_config_file(tmp_path):
 
 def test_cli_unknown_option_is_one_line(tmp_path):
     assert_user_error(kts(["run", "--bogus"], cwd=tmp_path), "--bogus")
+
+
+# ------------------------------------------------------------------ bless.metric
+def test_unknown_bless_metric_is_refused_at_validation(tmp_path):
+    result = kts_probe(
+        ["validate", str(DEFAULT), "--set", "bless.metric=test_acuracy"], cwd=tmp_path
+    )
+    assert_user_error(result, "`bless.metric`", "'test_acuracy'", "Did you mean `test_accuracy`?")
+    assert heavy_imports(result) == ""
+
+
+def test_bless_metric_must_be_one_the_configured_task_reports():
+    with pytest.raises(UserError, match=r"`bless.metric`: received 'test_accuracy'.*regression"):
+        load_config(
+            CONFIGS / "sunspots_gru.yaml", ["data.task=regression", "bless.metric=test_accuracy"]
+        )
+    load_config(CONFIGS / "digits_cnn.yaml", ["bless.enabled=false", "bless.metric=whatever"])
+
+
+@pytest.mark.parametrize("task", sorted(TEST_METRICS_BY_TASK))
+def test_bless_metric_table_is_what_evaluation_reports(task):
+    """The validation table is pinned to `score` (test_loss comes from `evaluate`)."""
+    from service.training.trainer import score
+
+    rng = np.random.default_rng(0)
+    if task in ("multiclass", "binary"):
+        classes = 3 if task == "multiclass" else 2
+        y, outputs = np.arange(30) % classes, rng.dirichlet(np.ones(classes), size=30)
+    elif task == "multilabel":
+        y, outputs = rng.integers(0, 2, size=(30, 4)), rng.random((30, 4))
+    else:
+        y, outputs = rng.random((30, 3)), rng.random((30, 3))
+    reported = {"test_loss"} | {f"test_{k}" for k in score(task, y, outputs)}
+    assert reported == set(TEST_METRICS_BY_TASK[task])
+
+
+# ------------------------------------------------------------------ shape bounds
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("name: x\nextra: " + "[" * 3000 + "]" * 3000 + "\n", ["invalid YAML: nested too deeply"]),
+        ("name: x\nextra: " + "[" * 40 + "]" * 40 + "\n", ["nested more than 32 levels"]),
+        (
+            "name: x\nmodel: {type: mlp, units: [" + ",".join(["8"] * 5000) + "]}\n",
+            ["`model.units`", "a list of 5000 items", "at most 1000"],
+        ),
+    ],
+)
+def test_config_nesting_and_list_lengths_are_bounded(tmp_path, text, needles):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    result = kts_probe(["validate", str(path)], cwd=tmp_path)
+    assert_user_error(result, *needles)
+    assert heavy_imports(result) == ""
