@@ -103,7 +103,7 @@ def one_line(message: str) -> str:
 
     flat = " ".join(message.split())
     flat = re.sub(
-        rf"'[^']{{{QUOTED_CHARS},}}'|\"[^\"]{{{QUOTED_CHARS},}}\"",
+        r"'[^']*'|\"[^\"]*\"",  # quotes paired left to right; only long ones are cut
         lambda m: cut(m.group(0), QUOTED_CHARS),
         flat,
     )

@@ -102,6 +102,10 @@ class RunLock:
     def acquire(self) -> None:
         import fcntl
 
+        # Folders made for the lock alone are removed with it when the run leaves them
+        # empty (a run stopped by bad data leaves no `runs/` behind).
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+        self._made = missing  # deepest first
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -159,6 +163,11 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
+        for folder in getattr(self, "_made", []):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
 
     def __enter__(self) -> RunLock:
         self.acquire()
