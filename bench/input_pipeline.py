@@ -34,7 +34,7 @@ split 0.7 / 0.15 / 0.15, checking pass ``full``, tracking on, reports off).
     of a round share the machine's load), median over rounds; target <= 1.3.
     Peak RSS of both sides is printed too.
 
-    cd /work/wt-bench && PYTHONPATH=$PWD /work/main/.venv/bin/python bench/input_pipeline.py \
+    .venv/bin/python bench/input_pipeline.py \
         [--images 24000] [--rounds 5] [--run-rounds 2] [--epochs 5] [--parts input,fit,run]
 
 ``--images 6000`` is a quick check.

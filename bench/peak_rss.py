@@ -19,7 +19,7 @@ Models: simple_cnn filters [16, 32], dense 64, batch 64 (images); mlp units
 Targets (issue 14): full-size peak RSS < 2.0 GB; the quarter within 25% of the
 full size (``ratio rss_<source>_quarter_over_full`` >= 0.75).
 
-    cd /work/wt-bench && PYTHONPATH=$PWD /work/main/.venv/bin/python bench/peak_rss.py \
+    .venv/bin/python bench/peak_rss.py \
         [--sources image_dir,tfrecord,csv,parquet] [--images 24000] [--rows 4000000]
 """
 

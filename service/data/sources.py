@@ -400,7 +400,10 @@ def _table_index(cfg: Any, head: Any, where: str) -> tuple[dict[str, np.ndarray]
             frame = batch.to_pandas()
             keys.append(identity.hash_table(frame))
             for c in wanted:
-                columns[c].append(frame[c].to_numpy())
+                # A copy: pandas keeps same-typed columns in one 2-D block, and a view
+                # of one column would keep every batch's whole block alive (measured:
+                # 2.0 GB resident after the pass over a 4M x 51 CSV instead of 0.3 GB).
+                columns[c].append(frame[c].to_numpy().copy())
     except (pa.ArrowInvalid, OSError) as err:
         raise _fail(where, f"cannot read as {cfg.source}: {str(err).splitlines()[0]}") from None
     if not keys:
