@@ -8,25 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from service.config.vocab import DEFAULT_LOSS, LOSS_ACTIVATIONS, LOSSES_BY_TASK, VALUE_TASKS
 from service.errors import UserError
-
-DEFAULT_LOSS = {
-    "multiclass": "sparse_categorical_crossentropy",
-    "binary": "sparse_categorical_crossentropy",
-    "multilabel": "binary_crossentropy",
-    "regression": "mean_squared_error",
-    "reconstruction": "mean_squared_error",
-}
-# Output activations each loss is meant for (the model's last layer).
-LOSS_ACTIVATIONS = {
-    "sparse_categorical_crossentropy": ("softmax",),
-    "categorical_crossentropy": ("softmax",),
-    "binary_crossentropy": ("sigmoid",),
-    "binary_focal_crossentropy": ("sigmoid",),
-    "mean_squared_error": ("linear",),
-    "mean_absolute_error": ("linear",),
-    "huber": ("linear",),
-}
 
 
 def final_activation(model) -> str:
@@ -43,8 +26,6 @@ def final_activation(model) -> str:
 
 def resolve_loss(training: Any, task: str, model) -> str:
     """The loss for ``task``; a loss that does not fit the task or the output is a `UserError`."""
-    from service.config import LOSSES_BY_TASK
-
     activation = final_activation(model)
     loss = DEFAULT_LOSS[task] if training.loss == "auto" else training.loss
     if training.loss == "auto" and task == "binary" and activation == "sigmoid":
@@ -225,7 +206,7 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
         base_lr=training.optimizer.learning_rate,
         total_steps=training.epochs * steps_per_epoch,
     )
-    metrics = ["mae"] if task in ("regression", "reconstruction") else ["accuracy"]
+    metrics = ["mae"] if task in VALUE_TASKS else ["accuracy"]
     model.compile(
         optimizer=make_optimizer(training.optimizer, learning_rate=schedule),
         loss=loss,

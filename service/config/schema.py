@@ -1,28 +1,36 @@
-"""The run configuration: one typed tree, validated once at the edge.
+"""The run configuration's schema: one typed tree of frozen pydantic sections.
 
-YAML (plus ``--set dotted.key=value`` overrides) goes in through `load_config`;
-everything downstream receives a frozen `RunConfig`. Unknown keys and wrong types
-are `UserError`s naming the dotted field, what was received and what is allowed.
-
-Example:
-    >>> cfg = load_config("pipelines/configs/digits_cnn.yaml", ["training.epochs=3"])
-    >>> cfg.training.epochs
-    3
+Each section forbids unknown keys and checks what it can see itself (a split's
+fractions, a schedule's boundaries, a tuning space's parents). Checks that span
+sections live in `service.config.checks` and run once per load; reading YAML and
+``--set`` overrides are `service.config.loading`'s. Allowed values come from the
+vocabularies in `service.config.vocab`.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from service.errors import UserError, did_you_mean
+from service.config import checks
+from service.config.vocab import (
+    BUILTIN_SOURCES,
+    FILE_SOURCES,
+    TABLE_SOURCES,
+    Loss,
+    Optimizer,
+    Schedule,
+    Source,
+    Task,
+    Tuner,
+)
+from service.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Validation context key: the tuning space was checked when the run's config was loaded.
+SPACE_CHECKED = "space_checked"
 
 
 class Section(BaseModel):
@@ -137,10 +145,6 @@ class AugmentationConfig(Section):
         )
 
 
-BUILTIN_SOURCES = ("digits", "breast_cancer", "sunspots")
-FILE_SOURCES = ("csv", "parquet", "npz", "image_dir", "text_dir", "tfrecord")
-
-
 class DataConfig(Section):
     """Where the examples come from, what the label means and how rows are split.
 
@@ -153,17 +157,7 @@ class DataConfig(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    source: Literal[
-        "digits",
-        "breast_cancer",
-        "sunspots",
-        "csv",
-        "parquet",
-        "npz",
-        "image_dir",
-        "text_dir",
-        "tfrecord",
-    ] = "digits"
+    source: Source = "digits"
     path: str | None = None
     label: str | None = None
     features: list[str] | None = None
@@ -172,9 +166,7 @@ class DataConfig(Section):
     id_column: str | None = None
     # reconstruction: an autoencoder learns to reproduce image inputs (labels, if any,
     # only stratify the split and colour the projection).
-    task: Literal["auto", "multiclass", "binary", "multilabel", "regression", "reconstruction"] = (
-        "auto"
-    )
+    task: Literal["auto", Task] = "auto"
     classes: list[str] | None = None
     image_size: tuple[int, int] = (64, 64)
     color_mode: Literal["grayscale", "rgb"] = "rgb"
@@ -206,11 +198,12 @@ class DataConfig(Section):
             raise ValueError(f"source {self.source!r} needs `path` (a file or folder)")
         if self.source in BUILTIN_SOURCES and self.path:
             raise ValueError(f"source {self.source!r} is built in; remove `path`")
-        if self.source in ("csv", "parquet") and not self.label:
+        if self.source in TABLE_SOURCES and not self.label:
             raise ValueError(f"source {self.source!r} needs `label` (the label column)")
-        if self.id_column and self.source not in ("csv", "parquet"):
+        if self.id_column and self.source not in TABLE_SOURCES:
             raise ValueError(
-                f"`id_column` is for csv and parquet sources; received source {self.source!r}"
+                f"`id_column` is for {' and '.join(TABLE_SOURCES)} sources; "
+                f"received source {self.source!r}"
             )
         if self.id_column and self.window:
             raise ValueError(
@@ -255,13 +248,10 @@ class ModelConfig(BaseModel):
 
 
 # ----------------------------------------------------------------- training
-OptimizerName = Literal["sgd", "rmsprop", "adam", "adamw", "adamax", "adadelta", "adagrad", "nadam"]
-
-
 class OptimizerConfig(Section):
     """Optimizer and its hyper-parameters (unused ones are ignored by that optimizer)."""
 
-    name: OptimizerName = "adam"
+    name: Optimizer = "adam"
     learning_rate: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
@@ -282,15 +272,7 @@ class ScheduleConfig(Section):
     `decay_steps` means the whole run.
     """
 
-    type: Literal[
-        "constant",
-        "piecewise",
-        "exponential",
-        "inverse_time",
-        "cosine",
-        "cosine_restarts",
-        "polynomial",
-    ] = "constant"
+    type: Schedule = "constant"
     warmup_steps: int = Field(0, ge=0)
     decay_steps: int | None = Field(None, ge=1)
     decay_rate: float = Field(0.5, gt=0)
@@ -325,69 +307,6 @@ class EarlyStoppingConfig(Section):
     restore_best_weights: bool = True
 
 
-LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
-    "binary": ("sparse_categorical_crossentropy", "binary_crossentropy"),
-    "multilabel": ("binary_crossentropy", "binary_focal_crossentropy"),
-    "regression": ("mean_squared_error", "mean_absolute_error", "huber"),
-    "reconstruction": ("mean_squared_error", "mean_absolute_error", "huber"),
-}
-
-
-# The metrics a run's test evaluation reports per task (`service.training.trainer`:
-# ``evaluate`` gives test_loss and ``score`` the rest; ``test_roc_auc`` needs both classes
-# in the test part), plus ``best_epoch``. `bless.metric` must be one of them.
-TEST_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": (
-        "test_loss",
-        "test_accuracy",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_f1_macro",
-    ),
-    "binary": (
-        "test_loss",
-        "test_accuracy",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_f1_macro",
-        "test_roc_auc",
-    ),
-    "multilabel": (
-        "test_loss",
-        "test_accuracy",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_f1_macro",
-    ),
-    "regression": ("test_loss", "test_mae", "test_rmse"),
-    "reconstruction": ("test_loss", "test_mae", "test_rmse"),
-}
-
-
-def check_bless_metric(metric: str, task: str, *, resolved: bool = False) -> None:
-    """Raise `UserError` unless a run of ``task`` reports ``metric`` (``auto``: any task).
-
-    Called at validation with `data.task`, and again once the data has said what
-    ``auto`` is (``resolved``), before anything is recorded.
-    """
-    if task in TEST_METRICS_BY_TASK:
-        allowed = [*TEST_METRICS_BY_TASK[task], "best_epoch"]
-        what = (
-            f"the test metrics of a {task} task (data.task resolved from the data)"
-            if resolved
-            else f"the test metrics of data.task {task!r}"
-        )
-    else:
-        allowed = sorted({m for ms in TEST_METRICS_BY_TASK.values() for m in ms} | {"best_epoch"})
-        what = "the test metrics some task reports"
-    if metric not in allowed:
-        raise UserError(
-            f"Invalid value for `bless.metric`: received {metric!r}; expected one of "
-            f"{', '.join(allowed)} ({what}).{did_you_mean(metric, allowed)}"
-        )
-
-
 class TrainingConfig(Section):
     """How the weights are fitted on the train split."""
 
@@ -395,16 +314,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(64, ge=1, le=1_000_000)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    loss: Literal[
-        "auto",
-        "sparse_categorical_crossentropy",
-        "categorical_crossentropy",
-        "binary_crossentropy",
-        "binary_focal_crossentropy",
-        "mean_squared_error",
-        "mean_absolute_error",
-        "huber",
-    ] = "auto"
+    loss: Literal["auto", Loss] = "auto"
     class_weight: Literal["balanced"] | dict[str, float] | None = None
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
@@ -513,7 +423,7 @@ class TuningConfig(Section):
     """
 
     enabled: bool = True
-    tuner: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    tuner: Tuner = "random"
     space: dict[str, ParamSpec] = Field(default_factory=dict)
     objective: ObjectiveConfig = ObjectiveConfig()
     max_trials: int = Field(10, ge=1, le=100_000)
@@ -575,82 +485,6 @@ class TuningConfig(Section):
         return self
 
 
-def _check_space_keys(cfg: RunConfig) -> None:
-    """Every `tuning.space` key must name a model option or a training field."""
-    if cfg.tuning is None:
-        return
-    from service import models
-
-    for key in cfg.tuning.space:
-        section, _, rest = key.partition(".")
-        where = f"tuning.space.{key}"
-        if section == "model":
-            allowed = [f"model.{o}" for o in models.option_names(cfg.model.type)]
-        elif section == "training":
-            node: Any = TrainingConfig
-            prefix = "training"
-            for part in rest.split("."):
-                fields = getattr(node, "model_fields", None)
-                if not fields or part not in fields:
-                    allowed = [f"{prefix}.{n}" for n in fields] if fields else [prefix]
-                    break
-                node, prefix = fields[part].annotation, f"{prefix}.{part}"
-            else:
-                if not hasattr(node, "model_fields"):
-                    continue  # a leaf field of the training section
-                allowed = [f"{prefix}.{n}" for n in node.model_fields]
-        else:
-            allowed = ["model.<option>", "training.<field>"]
-        if key not in allowed:
-            raise UserError(
-                f"Unknown key `{where}`: received {key!r}; expected one of "
-                f"{', '.join(allowed)}.{did_you_mean(key, allowed)}"
-            )
-    _check_space_values(cfg)
-
-
-def _check_space_values(cfg: RunConfig) -> None:
-    """Each value a key can take must suit that field (so it fails here, not in a trial)."""
-    assert cfg.tuning is not None
-    base = cfg.model_dump(mode="json")
-    base.pop("tuning", None)
-    for key, spec in cfg.tuning.space.items():
-        if spec.type == "choice":
-            candidates = list(spec.values or [])
-        elif spec.type == "boolean":
-            candidates = [True, False]
-        else:
-            ends = (spec.min, spec.max)
-            candidates = [int(v) if spec.type == "int" else v for v in ends if v is not None]
-        for value in candidates:
-            problem = _field_problem(base, key, value)
-            if problem:
-                raise UserError(
-                    f"Invalid value for `tuning.space.{key}`: received {value!r}, which "
-                    f"`{key}` does not accept ({problem})."
-                )
-
-
-def _field_problem(base: dict[str, Any], key: str, value: Any) -> str | None:
-    """Why ``key`` cannot take ``value`` in ``base``, or None (other fields' errors ignored)."""
-    data = copy.deepcopy(base)
-    node = data
-    *path, leaf = key.split(".")
-    for part in path:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    try:
-        RunConfig.model_validate(data)
-    except ValidationError as err:
-        for item in err.errors():
-            if ".".join(str(p) for p in item["loc"]) == key:
-                return str(item["msg"]).removeprefix("Value error, ")
-    except UserError as err:
-        if f"`{key}`" in str(err):
-            return str(err).rstrip(".")
-    return None
-
-
 # ---------------------------------------------------------- tracking/export
 class TrackingConfig(Section):
     """MLflow tracking. `uri` None means `$MLFLOW_TRACKING_URI`, else ``sqlite:///mlflow.db``."""
@@ -708,12 +542,15 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _bless_metric(self) -> RunConfig:
         if self.bless.enabled:
-            check_bless_metric(self.bless.metric, self.data.task)
+            checks.check_bless_metric(self.bless.metric, self.data.task)
         return self
 
     @model_validator(mode="after")
-    def _tuning_space(self) -> RunConfig:
-        _check_space_keys(self)
+    def _tuning_space(self, info: ValidationInfo) -> RunConfig:
+        # A trial's config (`service.config.loading.with_values`) has the space its
+        # run's config had, checked when that was loaded: not again per trial.
+        if not (info.context or {}).get(SPACE_CHECKED):
+            checks.check_space(self)
         if self.tuning is not None and self.tuning.enabled:
             if self.training.distribution == "multi_worker":
                 # Every worker of a multi-worker run would run its own search, each
@@ -748,175 +585,3 @@ class RunConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (model options inlined)."""
         return self.model_dump(mode="json", by_alias=True)
-
-
-# --------------------------------------------------------------- loading
-def _format_error(err: ValidationError, source: str) -> str:
-    parts = []
-    for item in err.errors()[:3]:
-        loc = ".".join(str(p) for p in item["loc"])
-        kind = item["type"]
-        received = item.get("input")
-        if kind == "extra_forbidden":
-            parent = item["loc"][:-1]
-            allowed = _allowed_keys(parent)
-            hint = did_you_mean(str(item["loc"][-1]), allowed)
-            parts.append(
-                f"unknown key `{loc}`.{hint} Allowed here: {', '.join(allowed)}"
-                if allowed
-                else f"unknown key `{loc}`"
-            )
-        elif kind == "missing":
-            parts.append(f"missing required key `{loc}`")
-        else:
-            msg = item["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            parts.append(
-                f"invalid value for `{loc or '(top level)'}`: received {received!r}; {msg}"
-            )
-    more = len(err.errors()) - len(parts)
-    suffix = f" (and {more} more)" if more > 0 else ""
-    return f"{source}: " + "; ".join(parts) + suffix
-
-
-def _allowed_keys(loc: Iterable[Any]) -> list[str]:
-    model: Any = RunConfig
-    for part in loc:
-        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        model = field.annotation
-    return list(model.model_fields) if hasattr(model, "model_fields") else []
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value``; the value is parsed as YAML (``3``, ``true``, ``[1, 2]``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
-        raise UserError(
-            f"Invalid value for `--set`: received {text!r}; expected dotted.key=value, "
-            "e.g. training.epochs=3."
-        )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    except RecursionError:
-        raise UserError(
-            f"Invalid value for `--set {key.strip()}`: nested too deeply; expected at most "
-            f"{MAX_DEPTH} levels."
-        ) from None
-    return key.strip().split("."), value
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``dotted.key=value`` set (validated later)."""
-    data: dict[str, Any] = copy.deepcopy(dict(raw))
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for depth, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: depth + 1])
-                raise UserError(
-                    f"Invalid value for `--set {text}`: `{where}` is {child!r}, not a section."
-                )
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; file problems are `UserError`s naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found.") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory; expected a YAML config file.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read config file ({err.__class__.__name__}).") from None
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise UserError(
-            f"{path}: invalid YAML: nested too deeply; expected at most {MAX_DEPTH} levels."
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "malformed YAML"
-        raise UserError(f"{path}: invalid YAML{where}: {problem}.") from None
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{path}: expected a mapping of sections (name, data, model, ...); "
-            f"received {type(data).__name__}."
-        )
-    return data
-
-
-# Bounds on the shape of a config, checked before the fields are: no section is nested
-# deeper than a few levels, and a list of layers (a model option such as `units` or
-# `filters`) with thousands of entries is a mistake that would only show when the model
-# is built (or memory runs out).
-MAX_DEPTH = 32
-MAX_LIST = 100_000
-MAX_MODEL_LIST = 1_000
-
-
-def _check_shape(node: Any, where: str, source: str, depth: int = 0) -> None:
-    """Raise `UserError` for nesting deeper than `MAX_DEPTH` or an over-long list."""
-    if depth > MAX_DEPTH:
-        raise UserError(
-            f"{source}: `{where}` is nested more than {MAX_DEPTH} levels deep; expected a "
-            "config section or value."
-        )
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            _check_shape(value, f"{where}.{key}" if where else str(key), source, depth + 1)
-    elif isinstance(node, list):
-        limit = MAX_MODEL_LIST if where.startswith("model.") else MAX_LIST
-        if len(node) > limit:
-            raise UserError(
-                f"{source}: invalid value for `{where}`: received a list of {len(node)} "
-                f"items; expected at most {limit}."
-            )
-        for i, value in enumerate(node):
-            _check_shape(value, f"{where}[{i}]", source, depth + 1)
-
-
-def validate(data: Mapping[str, Any], *, source: str = "config") -> RunConfig:
-    """Validate plain data into a `RunConfig` or raise a one-line `UserError`."""
-    bad_keys = [k for k in data if not isinstance(k, str)]
-    if bad_keys:
-        raise UserError(f"{source}: keys must be strings; received {bad_keys[0]!r}.")
-    _check_shape(data, "", source)
-    try:
-        return RunConfig.model_validate(dict(data))
-    except ValidationError as err:
-        raise UserError(_format_error(err, source)) from None
-    except UserError as err:  # raised by a section's own checks (model options)
-        raise UserError(f"{source}: {err}") from None
-
-
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read, override and validate a pipeline config file."""
-    raw = read_yaml(path)
-    return validate(apply_overrides(raw, overrides), source=str(path))
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept as values)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
