@@ -7,6 +7,7 @@ are `UserError`s naming the dotted field, what was received and what is allowed.
 The package's modules:
 
 - `vocab`: each vocabulary (tasks, sources, losses, optimizers, ...) spelled once;
+- `direction`: which way a metric is better, as Keras decides it;
 - `schema`: the pydantic sections and their own checks;
 - `checks`: checks across sections, run once per load;
 - `keys`: dotted keys (the one setter, flattening, walking the schema);
@@ -22,6 +23,7 @@ Example:
 from __future__ import annotations
 
 from service.config.checks import check_bless_metric
+from service.config.direction import metric_direction
 from service.config.keys import flatten, set_key
 from service.config.loading import (
     MAX_DEPTH,
@@ -95,6 +97,7 @@ __all__ = [
     "check_bless_metric",
     "flatten",
     "load_config",
+    "metric_direction",
     "parse_override",
     "read_yaml",
     "set_key",

@@ -10,15 +10,25 @@ vocabularies in `service.config.vocab`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from service.config import checks
+from service.config.direction import read_direction, resolve_direction
 from service.config.vocab import (
     BUILTIN_SOURCES,
     FILE_SOURCES,
     TABLE_SOURCES,
+    Direction,
+    DirectionSetting,
     Loss,
     Optimizer,
     Schedule,
@@ -297,14 +307,44 @@ class ScheduleConfig(Section):
         return self
 
 
+def _old_spelling(field: str) -> BeforeValidator:
+    """For a ``direction`` field (Python name ``direction_setting``): the deprecated
+    ``maximize``/``minimize`` still read, with a note."""
+    return BeforeValidator(lambda value: read_direction(value, field=field))
+
+
 class EarlyStoppingConfig(Section):
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
+
+    `monitor` also picks the best epoch (the one `restore_best_weights` restores, and
+    the epoch count a tuned run retrains for). Which way it improves is `direction`:
+    ``auto`` decides it from the name as Keras' ``mode="auto"`` does (losses and errors
+    down; accuracy, AUC, precision, recall up); another name needs ``max`` or ``min``.
+    """
 
     enabled: bool = True
     monitor: str = "val_loss"
+    direction_setting: Annotated[
+        DirectionSetting, _old_spelling("training.early_stopping.direction")
+    ] = Field("auto", alias="direction")
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0)
     restore_best_weights: bool = True
+
+    @property
+    def direction(self) -> Direction:
+        """``max`` or ``min``: `direction`, with ``auto`` decided by `monitor`."""
+        return resolve_direction(
+            self.direction_setting,
+            self.monitor,
+            field="training.early_stopping.direction",
+            metric_field="training.early_stopping.monitor",
+        )
+
+    @model_validator(mode="after")
+    def _direction_known(self) -> EarlyStoppingConfig:
+        self.direction  # noqa: B018  (raises for a monitor Keras cannot place)
+        return self
 
 
 class TrainingConfig(Section):
@@ -336,9 +376,21 @@ class BlessConfig(Section):
 
     enabled: bool = True
     metric: str = "test_accuracy"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction_setting: Annotated[DirectionSetting, _old_spelling("bless.direction")] = Field(
+        "auto", alias="direction"
+    )
     min_improvement: float = Field(0.0, ge=0)
     min_rows: int = Field(30, ge=1)
+
+    @property
+    def direction(self) -> Direction:
+        """``max`` or ``min``: `direction`, with ``auto`` decided by `metric`."""
+        return resolve_direction(
+            self.direction_setting,
+            self.metric,
+            field="bless.direction",
+            metric_field="bless.metric",
+        )
 
 
 # ------------------------------------------------------------------- tuning
@@ -392,7 +444,24 @@ class ObjectiveConfig(Section):
     """What a trial is scored by: a Keras log name (``val_*`` is the validation split)."""
 
     metric: str = "val_accuracy"
-    direction: Literal["max", "min"] = "max"
+    direction_setting: Annotated[DirectionSetting, _old_spelling("tuning.objective.direction")] = (
+        Field("auto", alias="direction")
+    )
+
+    @property
+    def direction(self) -> Direction:
+        """``max`` or ``min``: `direction`, with ``auto`` decided by `metric`."""
+        return resolve_direction(
+            self.direction_setting,
+            self.metric,
+            field="tuning.objective.direction",
+            metric_field="tuning.objective.metric",
+        )
+
+    @model_validator(mode="after")
+    def _direction_known(self) -> ObjectiveConfig:
+        self.direction  # noqa: B018  (raises for a metric Keras cannot place)
+        return self
 
 
 class TuningConfig(Section):
@@ -543,6 +612,7 @@ class RunConfig(Section):
     def _bless_metric(self) -> RunConfig:
         if self.bless.enabled:
             checks.check_bless_metric(self.bless.metric, self.data.task)
+            self.bless.direction  # noqa: B018  (raises for a metric Keras cannot place)
         return self
 
     @model_validator(mode="after")

@@ -217,9 +217,15 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
 
 
 def higher_is_better(monitor: str) -> bool:
-    """Whether a larger ``monitor`` value is better (accuracy, AUC), as Keras' ``mode="auto"``
-    decides for early stopping; losses and errors are better smaller."""
-    return "acc" in monitor or "auc" in monitor
+    """Whether a larger ``monitor`` value is better, by its name as Keras' ``mode="auto"``
+    decides it (`service.config.direction`); a name Keras cannot place counts as a loss.
+
+    A config's own answer, which honours an explicit ``direction``, is
+    ``training.early_stopping.direction``.
+    """
+    from service.config.direction import metric_direction
+
+    return metric_direction(monitor) == "max"
 
 
 def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
@@ -232,6 +238,7 @@ def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=es.monitor,
+                mode=es.direction,  # decided at validation, as best epoch and bless are
                 patience=es.patience,
                 min_delta=es.min_delta,
                 restore_best_weights=es.restore_best_weights,
