@@ -78,6 +78,19 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
     click.echo(f"{config}: ok (pipeline {cfg.name!r}, model {cfg.model.type!r})")
 
 
+@cli.command()
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="Print the config reference (docs/config.md) instead of the JSON Schema.",
+)
+def schema(markdown: bool) -> None:
+    """Print the pipeline config's JSON Schema (kts schema > kts.schema.json, for editors)."""
+    from service.config import reference
+
+    click.echo(reference.markdown() if markdown else reference.json_text(), nl=False)
+
+
 for _command in SERVING_COMMANDS:  # kts serve, predict, promote, rollback
     cli.add_command(_command)
 

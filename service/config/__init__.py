@@ -13,6 +13,7 @@ The package's modules:
 - `keys`: dotted keys (the one setter, flattening, walking the schema);
 - `messages`: pydantic errors as one line;
 - `loading`: YAML, overrides, `load_config`, a trial's `with_values`;
+- `reference`: the JSON Schema (``kts schema``) and ``docs/config.md``.
 
 Example:
     >>> cfg = load_config("pipelines/configs/digits_cnn.yaml", ["training.epochs=3"])

@@ -44,9 +44,12 @@ SPACE_CHECKED = "space_checked"
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values immutable."""
+    """Base for every config section: unknown keys are errors, values immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Each field's docstring is its description in the JSON Schema and `docs/config.md`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------- data
@@ -65,11 +68,17 @@ class SplitConfig(Section):
     """
 
     train: float = Field(0.7, ge=-1)
+    """Train share: a fraction, or with row counts a whole count or -1 (all the rest)."""
     validation: float = Field(0.15, gt=0)
+    """Validation share: a fraction below 1, or a row count >= 1."""
     test: float = Field(0.15, gt=0)
+    """Test share: a fraction below 1, or a row count >= 1."""
     stratify: bool = True
+    """Classification: every class reaches every part, in proportion."""
     ordered: bool | None = None
+    """Split in row order (no shuffling, no look-ahead); unset: only for time series."""
     seed: int = Field(0, ge=0)
+    """The split's own seed (independent of the run's `seed`), so test rows stay put."""
 
     @property
     def uses_counts(self) -> bool:
@@ -111,17 +120,24 @@ class FeatureSpec(Section):
     """
 
     dtype: Literal["float32", "int64", "string", "image"] = "float32"
+    """Feature type; `image` is encoded PNG/JPEG/BMP/GIF bytes."""
     shape: list[int] = Field(default_factory=list)
+    """Fixed shape of the feature ([] for a scalar)."""
 
 
 class PreprocessingConfig(Section):
     """Preprocessing fitted on the train split only and exported inside the model."""
 
     normalize: bool = True
+    """Standardize numeric inputs with train-split statistics (a layer in the model)."""
     pca: int | None = Field(None, ge=1)
+    """Project features on this many principal components (fitted on train)."""
     lda: int | None = Field(None, ge=1)
+    """Project features on this many linear discriminants (fitted on train)."""
     max_tokens: int = Field(20_000, ge=10)
+    """Text: vocabulary size (most frequent train tokens)."""
     sequence_length: int = Field(200, ge=1)
+    """Text: tokens per example (cut or padded)."""
 
     @model_validator(mode="after")
     def _one_projection(self) -> PreprocessingConfig:
@@ -142,11 +158,17 @@ class AugmentationConfig(Section):
     """
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    """Random flips."""
     rotation: float = Field(0.0, ge=0, le=1)
+    """Random rotation, as a fraction of a full turn."""
     zoom: float = Field(0.0, ge=0, lt=1)
+    """Random zoom, as a fraction of the image size."""
     translation: float = Field(0.0, ge=0, lt=1)
+    """Random shift, as a fraction of the image size."""
     contrast: float = Field(0.0, ge=0, lt=1)
+    """Random contrast change, as a fraction of the value range."""
     brightness: float = Field(0.0, ge=0, le=1)
+    """Random brightness change, as a fraction of the value range."""
 
     @property
     def enabled(self) -> bool:
@@ -165,42 +187,69 @@ class DataConfig(Section):
     across versions of the file by it; without it a row is known by its content.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
     source: Source = "digits"
+    """Where examples come from: a built-in set or a file format read from `path`."""
     path: str | None = None
+    """File or folder of a file source."""
     label: str | None = None
+    """Label column (table sources) or feature (TFRecord)."""
     features: list[str] | None = None
+    """Feature columns to use (default: all but label, text, group and id)."""
     text: str | None = None
+    """Text column: the model reads raw strings."""
     group: str | None = None
+    """Column of group ids: no group spans two split parts."""
     id_column: str | None = None
+    """Column of stable row ids (csv, parquet): rows keep their part and identity across file
+    versions."""
     # reconstruction: an autoencoder learns to reproduce image inputs (labels, if any,
     # only stratify the split and colour the projection).
     task: Literal["auto", Task] = "auto"
+    """What the label means; `auto` infers it from the data. `reconstruction`: an autoencoder
+    reproduces image inputs."""
     classes: list[str] | None = None
+    """Class names in label order (default: as found in the data)."""
     image_size: tuple[int, int] = (64, 64)
+    """Images are resized to [height, width]."""
     color_mode: Literal["grayscale", "rgb"] = "rgb"
+    """Images are read as grayscale (1 channel) or rgb (3)."""
     feature_spec: dict[str, FeatureSpec] | None = None
+    """TFRecord: each feature's dtype and shape, by name."""
     window: int | None = Field(None, ge=1)
+    """Time series: past steps per example (a sliding window)."""
     horizon: int = Field(1, ge=1)
+    """Time series: how many steps ahead the target is."""
     split: SplitConfig = SplitConfig()
+    """How rows go to train / validation / test."""
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    """Statistics fitted on the train split and exported inside the model."""
     # The input pipeline (tf.data): rows are read, decoded and checked as they are
     # consumed. `shuffle_buffer` rows of a table or TFRecord source are shuffled
     # before decoding (image and text folders shuffle the whole file list each
     # epoch); `cache` keeps decoded rows after the first epoch (memory, or files
     # under the run folder); `deterministic` keeps parallel reads in order.
     shuffle_buffer: int = Field(10_000, ge=1)
+    """Rows of a table or TFRecord source shuffled before decoding."""
     cache: Literal["none", "memory", "disk"] = "none"
+    """Keep decoded rows after the first epoch: in memory, or on disk under the run folder."""
     deterministic: bool = True
+    """Keep parallel reads in order (reproducible batches)."""
     # The checking pass before training: every row (`full`), the train and
     # validation rows plus up to 1,000 test rows (`sample`), or only the rows
     # statistics are fitted on (`none`). A bad row stops the run (exit 2) or, with
     # `on_bad_rows: skip`, is left out and counted (metric `data_skipped_rows`).
     # (`validate` in YAML; the Python name avoids pydantic's own `validate`.)
     validate_rows: Literal["full", "sample", "none"] = Field("full", alias="validate")
+    """Rows checked before training: all (`full`), train + validation + up to 1,000 test rows
+    (`sample`), or only those statistics are fitted on (`none`)."""
     on_bad_rows: Literal["error", "skip"] = "error"
+    """A bad row stops the run (`error`, exit 2) or is left out and counted (`skip`)."""
     augmentation: AugmentationConfig = AugmentationConfig()
+    """Random image changes applied to the train part only, never exported."""
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataConfig:
@@ -241,9 +290,11 @@ class ModelConfig(BaseModel):
     builder's signature here, so a typo fails at validation, not after data loading.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
 
     type: str = "simple_cnn"
+    """Model family (`kts describe` or `service.models.available()`); its options are the
+    builder's keyword arguments, set next to `type`."""
 
     @model_validator(mode="after")
     def _check_options(self) -> ModelConfig:
@@ -262,14 +313,23 @@ class OptimizerConfig(Section):
     """Optimizer and its hyper-parameters (unused ones are ignored by that optimizer)."""
 
     name: Optimizer = "adam"
+    """Keras optimizer."""
     learning_rate: float = Field(1e-3, gt=0)
+    """Base learning rate (the peak after warm-up)."""
     momentum: float = Field(0.0, ge=0, lt=1)
+    """Momentum (sgd, rmsprop)."""
     nesterov: bool = False
+    """Nesterov momentum (sgd)."""
     beta_1: float = Field(0.9, gt=0, lt=1)
+    """First-moment decay (Adam family)."""
     beta_2: float = Field(0.999, gt=0, lt=1)
+    """Second-moment decay (Adam family)."""
     weight_decay: float | None = Field(None, ge=0)
+    """Decoupled weight decay (adamw)."""
     clipnorm: float | None = Field(None, gt=0)
+    """Clip each gradient to this norm."""
     clipvalue: float | None = Field(None, gt=0)
+    """Clip each gradient element to this value."""
 
 
 class ScheduleConfig(Section):
@@ -283,16 +343,27 @@ class ScheduleConfig(Section):
     """
 
     type: Schedule = "constant"
+    """Learning-rate schedule over optimizer steps."""
     warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps before the schedule starts."""
     decay_steps: int | None = Field(None, ge=1)
+    """Decay period in steps (unset: the whole run; cosine_restarts: the first period)."""
     decay_rate: float = Field(0.5, gt=0)
+    """Decay rate (exponential, inverse_time)."""
     staircase: bool = False
+    """Decay in steps rather than continuously (exponential, inverse_time)."""
     alpha: float = Field(0.0, ge=0, le=1)
+    """Final rate as a fraction of the base rate (cosine, cosine_restarts, polynomial)."""
     power: float = Field(1.0, gt=0)
+    """Polynomial power (polynomial)."""
     t_mul: float = Field(2.0, gt=0)
+    """Period multiplier after each restart (cosine_restarts)."""
     m_mul: float = Field(1.0, gt=0)
+    """Rate multiplier after each restart (cosine_restarts)."""
     boundaries: list[int] = Field(default_factory=list)
+    """Step boundaries, increasing (piecewise)."""
     values: list[float] = Field(default_factory=list)
+    """Multipliers of the base rate, one more than boundaries (piecewise)."""
 
     @model_validator(mode="after")
     def _piecewise_shape(self) -> ScheduleConfig:
@@ -323,13 +394,20 @@ class EarlyStoppingConfig(Section):
     """
 
     enabled: bool = True
+    """Stop when `monitor` stops improving."""
     monitor: str = "val_loss"
+    """Keras log name to watch (`val_*`: the validation split); also picks the best epoch."""
     direction_setting: Annotated[
         DirectionSetting, _old_spelling("training.early_stopping.direction")
     ] = Field("auto", alias="direction")
+    """Which way `monitor` improves: `auto` asks the metric as Keras' `mode="auto"` does;
+    another name needs `max` or `min`. (`maximize`/`minimize` still read, deprecated.)"""
     patience: int = Field(5, ge=0)
+    """Epochs without improvement before stopping."""
     min_delta: float = Field(0.0, ge=0)
+    """Smallest change that counts as an improvement."""
     restore_best_weights: bool = True
+    """End with the best epoch's weights, not the last."""
 
     @property
     def direction(self) -> Direction:
@@ -351,17 +429,29 @@ class TrainingConfig(Section):
     """How the weights are fitted on the train split."""
 
     epochs: int = Field(30, ge=1, le=100_000)
+    """Passes over the train split (at most, with early stopping)."""
     batch_size: int = Field(64, ge=1, le=1_000_000)
+    """Examples per batch (global, over all replicas)."""
     optimizer: OptimizerConfig = OptimizerConfig()
+    """Optimizer and its hyper-parameters (unused ones are ignored by that optimizer)."""
     schedule: ScheduleConfig = ScheduleConfig()
+    """Learning-rate schedule, optionally after a linear warm-up."""
     loss: Literal["auto", Loss] = "auto"
+    """Loss; `auto` picks the task's usual loss. Checked against the task and the model's output."""
     class_weight: Literal["balanced"] | dict[str, float] | None = None
+    """Per-class loss weights: `balanced` (inverse frequency) or a mapping class -> weight."""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """Early stopping and the best epoch."""
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    """Float policy; `auto`: mixed_float16 on a recent GPU, float32 otherwise."""
     jit_compile: bool = False
+    """Compile the train step with XLA."""
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    """Distribution strategy; `auto`: mirrored over several GPUs, none otherwise."""
     resume: bool = True
+    """A killed run started again continues from its last epoch into the same MLflow run."""
     verbose: int = Field(0, ge=0, le=2)
+    """Keras progress output (0 silent, 1 bar, 2 one line per epoch)."""
 
 
 class BlessConfig(Section):
@@ -375,12 +465,18 @@ class BlessConfig(Section):
     """
 
     enabled: bool = True
+    """Gate the export and the `champion` alias on beating the current champion."""
     metric: str = "test_accuracy"
+    """Test metric compared (one the task reports, or `best_epoch`)."""
     direction_setting: Annotated[DirectionSetting, _old_spelling("bless.direction")] = Field(
         "auto", alias="direction"
     )
+    """Which way `metric` is better: `auto` asks the metric as Keras does; `best_epoch` needs
+    `max` or `min`. (`maximize`/`minimize` still read, deprecated.)"""
     min_improvement: float = Field(0.0, ge=0)
+    """How much better than the champion the candidate must be."""
     min_rows: int = Field(30, ge=1)
+    """Fewest test rows the champion never fitted on for the gate to decide."""
 
     @property
     def direction(self) -> Direction:
@@ -405,13 +501,21 @@ class ParamSpec(Section):
     """
 
     type: Literal["int", "float", "choice", "boolean"]
+    """Kind of hyper-parameter."""
     min: float | None = None
+    """Lower end of an int or float range."""
     max: float | None = None
+    """Upper end of an int or float range."""
     step: float | None = Field(None, gt=0)
+    """Step of a range."""
     sampling: Literal["linear", "log"] = "linear"
+    """Sample a range linearly or on a log scale (log needs min > 0)."""
     values: list[Any] | None = None
+    """The choices of a `choice` (lists allowed, e.g. [[16], [16, 32]])."""
     parent: str | None = None
+    """Another key of the space (a choice or boolean) this key depends on."""
     parent_values: list[Any] | None = None
+    """The parent's values under which this key is searched."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -444,9 +548,12 @@ class ObjectiveConfig(Section):
     """What a trial is scored by: a Keras log name (``val_*`` is the validation split)."""
 
     metric: str = "val_accuracy"
+    """Keras log name a trial is scored by (`val_*`: the validation split)."""
     direction_setting: Annotated[DirectionSetting, _old_spelling("tuning.objective.direction")] = (
         Field("auto", alias="direction")
     )
+    """Which way `metric` is better: `auto` asks the metric as Keras does; another name needs
+    `max` or `min`."""
 
     @property
     def direction(self) -> Direction:
@@ -492,18 +599,33 @@ class TuningConfig(Section):
     """
 
     enabled: bool = True
+    """Run the search (false: train the configured values as they are)."""
     tuner: Tuner = "random"
+    """Keras-Tuner search algorithm."""
     space: dict[str, ParamSpec] = Field(default_factory=dict)
+    """Searchable hyper-parameters, keyed by dotted config key (`model.<option>` or
+    `training.<field>`)."""
     objective: ObjectiveConfig = ObjectiveConfig()
+    """What a trial is scored by."""
     max_trials: int = Field(10, ge=1, le=100_000)
+    """Most trials to run."""
     executions_per_trial: int = Field(1, ge=1, le=100)
+    """Fits per trial (scores averaged)."""
     epochs: int | None = Field(None, ge=1, le=100_000)
+    """Epochs per trial (default, and at most, `training.epochs`; Hyperband's max_epochs)."""
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    """Tuner seed (default: the run's `seed`)."""
     early_stopping: bool = True
+    """Apply the training section's early stopping inside trials."""
     hyperband_factor: int = Field(3, ge=2)
+    """Hyperband's reduction factor."""
     max_consecutive_failed_trials: int = Field(3, ge=1)
+    """Stop the search after this many failed trials in a row."""
     kfold: int | None = Field(None, ge=2, le=100)
+    """K >= 2: each trial fits on K folds of train + validation and scores their mean."""
     final: Literal["retrain_train_val", "retrain", "best_weights"] = "retrain_train_val"
+    """What becomes the run's model after the search: retrain on train + validation for the
+    best epoch count, retrain on train with early stopping, or the best trial's weights."""
 
     @model_validator(mode="after")
     def _combinations(self) -> TuningConfig:
@@ -559,22 +681,34 @@ class TrackingConfig(Section):
     """MLflow tracking. `uri` None means `$MLFLOW_TRACKING_URI`, else ``sqlite:///mlflow.db``."""
 
     enabled: bool = True
+    """Track the run in MLflow."""
     uri: str | None = None
+    """Tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."""
     experiment: str | None = None
+    """Experiment name (default: the pipeline's `name`)."""
     run_name: str | None = None
+    """Run name (default: `<experiment>-<UTC time>-<4 hex>`, distinct per run)."""
     required: bool = True
+    """An unreachable tracking server stops the run (exit 2); false: record into a local
+    SQLite store."""
     reports: bool = True
+    """Log report pictures (learning curves, confusion matrix, ...) and the model card."""
     # CPU, memory, disk, network (and GPU) as `system/*` metrics every N seconds.
     system_metrics: bool = True
+    """Log CPU, memory, disk, network (and GPU) as `system/*` metrics."""
     system_metrics_interval: float = Field(10.0, ge=0.5, le=3600)
+    """Seconds between system metric samples."""
 
 
 class ExportConfig(Section):
     """TF-Serving export to ``base_path/model_name/VERSION/``."""
 
     enabled: bool = True
+    """Export a TF-Serving SavedModel."""
     base_path: str = "serving_models"
+    """Exports go to base_path/model_name/VERSION/."""
     model_name: str | None = Field(None, pattern=NAME_PATTERN)
+    """Served model name (default: the pipeline's `name`)."""
 
 
 class RegistryConfig(Section):
@@ -588,25 +722,39 @@ class RegistryConfig(Section):
     """
 
     enabled: bool = True
+    """Register blessed models in the MLflow Model Registry."""
     model_name: str | None = Field(None, pattern=NAME_PATTERN)
+    """Registered model name (default: the pipeline's `name`)."""
     challengers: bool = True
+    """Also register a candidate that did not beat the champion, with the alias `challenger`."""
 
 
 class RunConfig(Section):
     """The whole pipeline: one YAML file."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    """Pipeline name: the default experiment, registered and served model name."""
     # Weights, shuffling and trials; not the split, which has `data.split.seed`.
     seed: int = Field(42, ge=0, le=2**31 - 1)
+    """Seeds weights, shuffling and trials; not the split (`data.split.seed`)."""
     work_dir: str = "runs"
+    """Folder of the pipelines' working files (resolved config, backups, reports)."""
     data: DataConfig = DataConfig()
+    """Where examples come from, what the label means and how rows are split."""
     model: ModelConfig = ModelConfig()
+    """Model family and its options."""
     training: TrainingConfig = TrainingConfig()
+    """How the weights are fitted."""
     tuning: TuningConfig | None = None
+    """Optional Keras-Tuner search before the final training."""
     tracking: TrackingConfig = TrackingConfig()
+    """MLflow tracking."""
     bless: BlessConfig = BlessConfig()
+    """The gate between a trained candidate and the served champion."""
     registry: RegistryConfig = RegistryConfig()
+    """MLflow Model Registry versions."""
     export: ExportConfig = ExportConfig()
+    """TF-Serving export."""
 
     @model_validator(mode="after")
     def _bless_metric(self) -> RunConfig:
