@@ -133,3 +133,10 @@ def test_space_keys_use_yaml_names():
                 },
             }
         )
+
+
+def test_unknown_key_in_an_optional_section_lists_its_keys():
+    with pytest.raises(UserError, match=r"`tuning.objective.metrc`\. Did you mean `metric`\? "):
+        load_config(TUNED, ["tuning.objective.metrc=val_loss"])
+    with pytest.raises(UserError, match=r"Allowed here: metric, direction$"):
+        load_config(TUNED, ["tuning.objective.metrc=val_loss"])

@@ -13,8 +13,10 @@ Example:
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Union
 
 from service.errors import UserError
 
@@ -77,11 +79,17 @@ def python_name(model: Any, key: str) -> str:
 
 
 def section_at(root: Any, path: Iterable[Any]) -> Any:
-    """The model class at ``path`` (YAML names) below ``root``, or None if there is none."""
+    """The model class at ``path`` (YAML names) below ``root``, or None if there is none.
+
+    An optional section (``TuningConfig | None``) counts as its section.
+    """
     model = root
     for part in path:
         info = yaml_fields(model).get(str(part))
         if info is None:
             return None
         model = info.annotation
+        members = [a for a in typing.get_args(model) if yaml_fields(a)]
+        if typing.get_origin(model) in (Union, types.UnionType) and len(members) == 1:
+            model = members[0]
     return model
