@@ -8,7 +8,9 @@ TensorFlow and MLflow are imported only inside the commands that need them, so
 
 from __future__ import annotations
 
+import functools
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -17,7 +19,7 @@ from pipelines.commands_describe import describe
 from pipelines.commands_runs import runs
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from pipelines.commands_tuning import tune_chief, tune_worker
-from service.errors import Terminated, UserError
+from service.errors import ConfigDeprecationWarning, Terminated, UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
 
@@ -76,6 +78,19 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
     click.echo(f"{config}: ok (pipeline {cfg.name!r}, model {cfg.model.type!r})")
 
 
+@cli.command()
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="Print the config reference (docs/config.md) instead of the JSON Schema.",
+)
+def schema(markdown: bool) -> None:
+    """Print the pipeline config's JSON Schema (kts schema > kts.schema.json, for editors)."""
+    from service.config import reference
+
+    click.echo(reference.markdown() if markdown else reference.json_text(), nl=False)
+
+
 for _command in SERVING_COMMANDS:  # kts serve, predict, promote, rollback
     cli.add_command(_command)
 
@@ -110,8 +125,22 @@ def one_line(message: str) -> str:
     return cut(flat, ERROR_CHARS)
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None, *, shown) -> None:
+    """A config deprecation is one ``kts: note:`` line on stderr; other warnings as usual."""
+    if issubclass(category, ConfigDeprecationWarning):
+        click.echo(f"kts: note: {one_line(str(message))}", err=True)
+    else:
+        shown(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_note, shown=warnings.showwarning)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="kts", standalone_mode=False)
     except UserError as err:

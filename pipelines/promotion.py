@@ -242,7 +242,7 @@ def bless(
             cand,
             **facts,
         )
-    gain = cand - champ if gate.direction == "maximize" else champ - cand
+    gain = cand - champ if gate.direction == "max" else champ - cand
     verdict = f"{gate.metric} {cand:.4f} vs champion v{v} {champ:.4f} on {count} {rule}"
     if gain > gate.min_improvement:
         return Blessing(True, f"{verdict}: better by {gain:.4f}", v, champ, cand, **facts)

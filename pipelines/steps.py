@@ -276,8 +276,10 @@ def train(
         raise RuntimeError(f"train: loss is not finite: {hist.get('loss')}")
     first_epoch = int(history.epoch[0]) if history.epoch else 0
     monitor_name = cfg.training.early_stopping.monitor
+    # The best epoch is early stopping's: by its monitor and direction (loss: lower).
     curve = hist.get(monitor_name, hist["loss"])
-    best = int(np.argmax(curve) if trainer.higher_is_better(monitor_name) else np.argmin(curve))
+    higher = monitor_name in hist and cfg.training.early_stopping.direction == "max"
+    best = int(np.argmax(curve) if higher else np.argmin(curve))
     if va is None:
         best = len(hist["loss"]) - 1  # no held-out data: the last epoch is the model
     return Trained(

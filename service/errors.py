@@ -53,3 +53,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" Did you mean `{close[0]}`?" if close else ""
+
+
+class ConfigDeprecationWarning(FutureWarning):
+    """A config spelling that still reads but will go (``kts`` shows it as one note line).
+
+    A `FutureWarning`, so Python shows it to users by default."""

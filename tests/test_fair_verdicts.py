@@ -130,7 +130,7 @@ def test_gate_scores_both_models_on_rows_neither_fitted_on(tmp_path):
     data = load_digits()
 
     def decide(split_seed: int = 0, min_rows: int = 30, metric: str = "test_accuracy"):
-        direction = "minimize" if metric == "test_loss" else "maximize"
+        direction = "min" if metric == "test_loss" else "max"
         cfg = validate(
             {
                 "name": "digits_cnn",

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from service.config import ParamSpec, RunConfig, validate
+from service.config import ParamSpec, RunConfig, with_values
 from service.errors import UserError
 
 
@@ -99,16 +99,10 @@ def apply(cfg: RunConfig, values: Mapping[str, Any]) -> RunConfig:
 
     Raises `UserError` when the combination is not a valid config (for example a
     piecewise schedule without boundaries); the tuner records that trial as failed.
+    The space itself is not checked again: ``cfg``'s load did that once.
     """
-    data = cfg.to_dict()
-    for key, value in values.items():
-        node = data
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
     try:
-        return validate(data, source="trial")
+        return with_values(cfg, values)
     except UserError as err:
         raise UserError(f"{err} (hyper-parameters {dict(values)})") from None
 

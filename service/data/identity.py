@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from service.config.vocab import FOLDER_SOURCES, TABLE_SOURCES
+
 # Bumped whenever an encoding below changes: a champion whose keys were made by
 # another scheme cannot be compared row by row (the gate refuses, see promotion.py).
 SCHEME_VERSION = "v1"
@@ -228,11 +230,11 @@ def key_scheme(data_cfg: Any) -> str:
     Recorded with each model: fitted keys can only be compared under one scheme.
     """
     source = data_cfg.source
-    if source in ("image_dir", "text_dir"):
+    if source in FOLDER_SOURCES:
         kind = "path"
     elif source == "tfrecord":
         kind = "record"
-    elif source in ("csv", "parquet") and getattr(data_cfg, "id_column", None):
+    elif source in TABLE_SOURCES and getattr(data_cfg, "id_column", None):
         kind = f"column:{data_cfg.id_column}"
     else:
         kind = "content"

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.config.vocab import BUILTIN_SOURCES, TABLE_SOURCES, Task
 from service.data import identity
 from service.data.readers import (
     ArrayReader,
@@ -37,7 +38,6 @@ from service.data.readers import (
 )
 from service.errors import UserError
 
-Task = Literal["multiclass", "binary", "multilabel", "regression", "reconstruction"]
 Kind = Literal["image", "tabular", "sequence", "text"]
 INPUT_NAMES = {"image": "image", "tabular": "features", "sequence": "sequence", "text": "text"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -704,7 +704,7 @@ def load(cfg: Any) -> Dataset:
         data = load_breast_cancer()
     elif source == "sunspots":
         data = load_sunspots(cfg.window or 12, cfg.horizon)
-    elif source in ("csv", "parquet"):
+    elif source in TABLE_SOURCES:
         data = load_table(cfg)
     elif source == "npz":
         data = load_npz(cfg)
@@ -724,11 +724,7 @@ def load(cfg: Any) -> Dataset:
                 "npz or tfrecord of shape (rows, height, width, channels))."
             )
         data = replace(data, task="reconstruction")
-    elif (
-        cfg.task != "auto"
-        and data.task != cfg.task
-        and source in ("digits", "breast_cancer", "sunspots")
-    ):
+    elif cfg.task != "auto" and data.task != cfg.task and source in BUILTIN_SOURCES:
         raise UserError(
             f"Invalid value for `data.task`: received {cfg.task!r}; source {source!r} is {data.task!r}"
         )

@@ -28,12 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from service.config.vocab import HEAD_TASKS, HeadTask
 from service.errors import UserError, check_choice, invalid_value
 
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
-TASKS = ("multiclass", "binary", "multilabel", "regression")
+Task = HeadTask
+TASKS = HEAD_TASKS
 POOLINGS = ("max", "avg", "l2")
 PADDINGS = ("valid", "same")
 # Explicit zero padding: one int, (rows, cols), or ((top, bottom), (left, right)).

@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.config.vocab import CLASSIFICATION_TASKS, TASKS
 from service.errors import check_choice, invalid_value
 
 DPI = 100
-TASKS = ("multiclass", "binary", "multilabel", "regression", "reconstruction")
-CLASSIFICATION = ("multiclass", "binary")
+CLASSIFICATION = CLASSIFICATION_TASKS
 
 
 class NotApplicable(ValueError):

@@ -8,25 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from service.config.vocab import DEFAULT_LOSS, LOSS_ACTIVATIONS, LOSSES_BY_TASK, VALUE_TASKS
 from service.errors import UserError
-
-DEFAULT_LOSS = {
-    "multiclass": "sparse_categorical_crossentropy",
-    "binary": "sparse_categorical_crossentropy",
-    "multilabel": "binary_crossentropy",
-    "regression": "mean_squared_error",
-    "reconstruction": "mean_squared_error",
-}
-# Output activations each loss is meant for (the model's last layer).
-LOSS_ACTIVATIONS = {
-    "sparse_categorical_crossentropy": ("softmax",),
-    "categorical_crossentropy": ("softmax",),
-    "binary_crossentropy": ("sigmoid",),
-    "binary_focal_crossentropy": ("sigmoid",),
-    "mean_squared_error": ("linear",),
-    "mean_absolute_error": ("linear",),
-    "huber": ("linear",),
-}
 
 
 def final_activation(model) -> str:
@@ -43,8 +26,6 @@ def final_activation(model) -> str:
 
 def resolve_loss(training: Any, task: str, model) -> str:
     """The loss for ``task``; a loss that does not fit the task or the output is a `UserError`."""
-    from service.config import LOSSES_BY_TASK
-
     activation = final_activation(model)
     loss = DEFAULT_LOSS[task] if training.loss == "auto" else training.loss
     if training.loss == "auto" and task == "binary" and activation == "sigmoid":
@@ -225,7 +206,7 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
         base_lr=training.optimizer.learning_rate,
         total_steps=training.epochs * steps_per_epoch,
     )
-    metrics = ["mae"] if task in ("regression", "reconstruction") else ["accuracy"]
+    metrics = ["mae"] if task in VALUE_TASKS else ["accuracy"]
     model.compile(
         optimizer=make_optimizer(training.optimizer, learning_rate=schedule),
         loss=loss,
@@ -236,9 +217,15 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
 
 
 def higher_is_better(monitor: str) -> bool:
-    """Whether a larger ``monitor`` value is better (accuracy, AUC), as Keras' ``mode="auto"``
-    decides for early stopping; losses and errors are better smaller."""
-    return "acc" in monitor or "auc" in monitor
+    """Whether a larger ``monitor`` value is better, by its name as Keras' ``mode="auto"``
+    decides it (`service.config.direction`); a name Keras cannot place counts as a loss.
+
+    A config's own answer, which honours an explicit ``direction``, is
+    ``training.early_stopping.direction``.
+    """
+    from service.config.direction import metric_direction
+
+    return metric_direction(monitor) == "max"
 
 
 def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
@@ -251,6 +238,7 @@ def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=es.monitor,
+                mode=es.direction,  # decided at validation, as best epoch and bless are
                 patience=es.patience,
                 min_delta=es.min_delta,
                 restore_best_weights=es.restore_best_weights,

@@ -1,34 +1,55 @@
-"""The run configuration: one typed tree, validated once at the edge.
+"""The run configuration's schema: one typed tree of frozen pydantic sections.
 
-YAML (plus ``--set dotted.key=value`` overrides) goes in through `load_config`;
-everything downstream receives a frozen `RunConfig`. Unknown keys and wrong types
-are `UserError`s naming the dotted field, what was received and what is allowed.
-
-Example:
-    >>> cfg = load_config("pipelines/configs/digits_cnn.yaml", ["training.epochs=3"])
-    >>> cfg.training.epochs
-    3
+Each section forbids unknown keys and checks what it can see itself (a split's
+fractions, a schedule's boundaries, a tuning space's parents). Checks that span
+sections live in `service.config.checks` and run once per load; reading YAML and
+``--set`` overrides are `service.config.loading`'s. Allowed values come from the
+vocabularies in `service.config.vocab`.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
-from service.errors import UserError, did_you_mean
+from service.config import checks
+from service.config.direction import read_direction, resolve_direction
+from service.config.vocab import (
+    BUILTIN_SOURCES,
+    FILE_SOURCES,
+    TABLE_SOURCES,
+    Direction,
+    DirectionSetting,
+    Loss,
+    Optimizer,
+    Schedule,
+    Source,
+    Task,
+    Tuner,
+)
+from service.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Validation context key: the tuning space was checked when the run's config was loaded.
+SPACE_CHECKED = "space_checked"
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values immutable."""
+    """Base for every config section: unknown keys are errors, values immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Each field's docstring is its description in the JSON Schema and `docs/config.md`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------- data
@@ -47,11 +68,17 @@ class SplitConfig(Section):
     """
 
     train: float = Field(0.7, ge=-1)
+    """Train share: a fraction, or with row counts a whole count or -1 (all the rest)."""
     validation: float = Field(0.15, gt=0)
+    """Validation share: a fraction below 1, or a row count >= 1."""
     test: float = Field(0.15, gt=0)
+    """Test share: a fraction below 1, or a row count >= 1."""
     stratify: bool = True
+    """Classification: every class reaches every part, in proportion."""
     ordered: bool | None = None
+    """Split in row order (no shuffling, no look-ahead); unset: only for time series."""
     seed: int = Field(0, ge=0)
+    """The split's own seed (independent of the run's `seed`), so test rows stay put."""
 
     @property
     def uses_counts(self) -> bool:
@@ -93,17 +120,24 @@ class FeatureSpec(Section):
     """
 
     dtype: Literal["float32", "int64", "string", "image"] = "float32"
+    """Feature type; `image` is encoded PNG/JPEG/BMP/GIF bytes."""
     shape: list[int] = Field(default_factory=list)
+    """Fixed shape of the feature ([] for a scalar)."""
 
 
 class PreprocessingConfig(Section):
     """Preprocessing fitted on the train split only and exported inside the model."""
 
     normalize: bool = True
+    """Standardize numeric inputs with train-split statistics (a layer in the model)."""
     pca: int | None = Field(None, ge=1)
+    """Project features on this many principal components (fitted on train)."""
     lda: int | None = Field(None, ge=1)
+    """Project features on this many linear discriminants (fitted on train)."""
     max_tokens: int = Field(20_000, ge=10)
+    """Text: vocabulary size (most frequent train tokens)."""
     sequence_length: int = Field(200, ge=1)
+    """Text: tokens per example (cut or padded)."""
 
     @model_validator(mode="after")
     def _one_projection(self) -> PreprocessingConfig:
@@ -124,21 +158,23 @@ class AugmentationConfig(Section):
     """
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    """Random flips."""
     rotation: float = Field(0.0, ge=0, le=1)
+    """Random rotation, as a fraction of a full turn."""
     zoom: float = Field(0.0, ge=0, lt=1)
+    """Random zoom, as a fraction of the image size."""
     translation: float = Field(0.0, ge=0, lt=1)
+    """Random shift, as a fraction of the image size."""
     contrast: float = Field(0.0, ge=0, lt=1)
+    """Random contrast change, as a fraction of the value range."""
     brightness: float = Field(0.0, ge=0, le=1)
+    """Random brightness change, as a fraction of the value range."""
 
     @property
     def enabled(self) -> bool:
         return self.flip != "none" or any(
             getattr(self, k) for k in ("rotation", "zoom", "translation", "contrast", "brightness")
         )
-
-
-BUILTIN_SOURCES = ("digits", "breast_cancer", "sunspots")
-FILE_SOURCES = ("csv", "parquet", "npz", "image_dir", "text_dir", "tfrecord")
 
 
 class DataConfig(Section):
@@ -151,54 +187,69 @@ class DataConfig(Section):
     across versions of the file by it; without it a row is known by its content.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
-    source: Literal[
-        "digits",
-        "breast_cancer",
-        "sunspots",
-        "csv",
-        "parquet",
-        "npz",
-        "image_dir",
-        "text_dir",
-        "tfrecord",
-    ] = "digits"
+    source: Source = "digits"
+    """Where examples come from: a built-in set or a file format read from `path`."""
     path: str | None = None
+    """File or folder of a file source."""
     label: str | None = None
+    """Label column (table sources) or feature (TFRecord)."""
     features: list[str] | None = None
+    """Feature columns to use (default: all but label, text, group and id)."""
     text: str | None = None
+    """Text column: the model reads raw strings."""
     group: str | None = None
+    """Column of group ids: no group spans two split parts."""
     id_column: str | None = None
+    """Column of stable row ids (csv, parquet): rows keep their part and identity across file
+    versions."""
     # reconstruction: an autoencoder learns to reproduce image inputs (labels, if any,
     # only stratify the split and colour the projection).
-    task: Literal["auto", "multiclass", "binary", "multilabel", "regression", "reconstruction"] = (
-        "auto"
-    )
+    task: Literal["auto", Task] = "auto"
+    """What the label means; `auto` infers it from the data. `reconstruction`: an autoencoder
+    reproduces image inputs."""
     classes: list[str] | None = None
+    """Class names in label order (default: as found in the data)."""
     image_size: tuple[int, int] = (64, 64)
+    """Images are resized to [height, width]."""
     color_mode: Literal["grayscale", "rgb"] = "rgb"
+    """Images are read as grayscale (1 channel) or rgb (3)."""
     feature_spec: dict[str, FeatureSpec] | None = None
+    """TFRecord: each feature's dtype and shape, by name."""
     window: int | None = Field(None, ge=1)
+    """Time series: past steps per example (a sliding window)."""
     horizon: int = Field(1, ge=1)
+    """Time series: how many steps ahead the target is."""
     split: SplitConfig = SplitConfig()
+    """How rows go to train / validation / test."""
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    """Statistics fitted on the train split and exported inside the model."""
     # The input pipeline (tf.data): rows are read, decoded and checked as they are
     # consumed. `shuffle_buffer` rows of a table or TFRecord source are shuffled
     # before decoding (image and text folders shuffle the whole file list each
     # epoch); `cache` keeps decoded rows after the first epoch (memory, or files
     # under the run folder); `deterministic` keeps parallel reads in order.
     shuffle_buffer: int = Field(10_000, ge=1)
+    """Rows of a table or TFRecord source shuffled before decoding."""
     cache: Literal["none", "memory", "disk"] = "none"
+    """Keep decoded rows after the first epoch: in memory, or on disk under the run folder."""
     deterministic: bool = True
+    """Keep parallel reads in order (reproducible batches)."""
     # The checking pass before training: every row (`full`), the train and
     # validation rows plus up to 1,000 test rows (`sample`), or only the rows
     # statistics are fitted on (`none`). A bad row stops the run (exit 2) or, with
     # `on_bad_rows: skip`, is left out and counted (metric `data_skipped_rows`).
     # (`validate` in YAML; the Python name avoids pydantic's own `validate`.)
     validate_rows: Literal["full", "sample", "none"] = Field("full", alias="validate")
+    """Rows checked before training: all (`full`), train + validation + up to 1,000 test rows
+    (`sample`), or only those statistics are fitted on (`none`)."""
     on_bad_rows: Literal["error", "skip"] = "error"
+    """A bad row stops the run (`error`, exit 2) or is left out and counted (`skip`)."""
     augmentation: AugmentationConfig = AugmentationConfig()
+    """Random image changes applied to the train part only, never exported."""
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataConfig:
@@ -206,11 +257,12 @@ class DataConfig(Section):
             raise ValueError(f"source {self.source!r} needs `path` (a file or folder)")
         if self.source in BUILTIN_SOURCES and self.path:
             raise ValueError(f"source {self.source!r} is built in; remove `path`")
-        if self.source in ("csv", "parquet") and not self.label:
+        if self.source in TABLE_SOURCES and not self.label:
             raise ValueError(f"source {self.source!r} needs `label` (the label column)")
-        if self.id_column and self.source not in ("csv", "parquet"):
+        if self.id_column and self.source not in TABLE_SOURCES:
             raise ValueError(
-                f"`id_column` is for csv and parquet sources; received source {self.source!r}"
+                f"`id_column` is for {' and '.join(TABLE_SOURCES)} sources; "
+                f"received source {self.source!r}"
             )
         if self.id_column and self.window:
             raise ValueError(
@@ -238,9 +290,11 @@ class ModelConfig(BaseModel):
     builder's signature here, so a typo fails at validation, not after data loading.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
 
     type: str = "simple_cnn"
+    """Model family (`kts describe` or `service.models.available()`); its options are the
+    builder's keyword arguments, set next to `type`."""
 
     @model_validator(mode="after")
     def _check_options(self) -> ModelConfig:
@@ -255,21 +309,27 @@ class ModelConfig(BaseModel):
 
 
 # ----------------------------------------------------------------- training
-OptimizerName = Literal["sgd", "rmsprop", "adam", "adamw", "adamax", "adadelta", "adagrad", "nadam"]
-
-
 class OptimizerConfig(Section):
     """Optimizer and its hyper-parameters (unused ones are ignored by that optimizer)."""
 
-    name: OptimizerName = "adam"
+    name: Optimizer = "adam"
+    """Keras optimizer."""
     learning_rate: float = Field(1e-3, gt=0)
+    """Base learning rate (the peak after warm-up)."""
     momentum: float = Field(0.0, ge=0, lt=1)
+    """Momentum (sgd, rmsprop)."""
     nesterov: bool = False
+    """Nesterov momentum (sgd)."""
     beta_1: float = Field(0.9, gt=0, lt=1)
+    """First-moment decay (Adam family)."""
     beta_2: float = Field(0.999, gt=0, lt=1)
+    """Second-moment decay (Adam family)."""
     weight_decay: float | None = Field(None, ge=0)
+    """Decoupled weight decay (adamw)."""
     clipnorm: float | None = Field(None, gt=0)
+    """Clip each gradient to this norm."""
     clipvalue: float | None = Field(None, gt=0)
+    """Clip each gradient element to this value."""
 
 
 class ScheduleConfig(Section):
@@ -282,25 +342,28 @@ class ScheduleConfig(Section):
     `decay_steps` means the whole run.
     """
 
-    type: Literal[
-        "constant",
-        "piecewise",
-        "exponential",
-        "inverse_time",
-        "cosine",
-        "cosine_restarts",
-        "polynomial",
-    ] = "constant"
+    type: Schedule = "constant"
+    """Learning-rate schedule over optimizer steps."""
     warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps before the schedule starts."""
     decay_steps: int | None = Field(None, ge=1)
+    """Decay period in steps (unset: the whole run; cosine_restarts: the first period)."""
     decay_rate: float = Field(0.5, gt=0)
+    """Decay rate (exponential, inverse_time)."""
     staircase: bool = False
+    """Decay in steps rather than continuously (exponential, inverse_time)."""
     alpha: float = Field(0.0, ge=0, le=1)
+    """Final rate as a fraction of the base rate (cosine, cosine_restarts, polynomial)."""
     power: float = Field(1.0, gt=0)
+    """Polynomial power (polynomial)."""
     t_mul: float = Field(2.0, gt=0)
+    """Period multiplier after each restart (cosine_restarts)."""
     m_mul: float = Field(1.0, gt=0)
+    """Rate multiplier after each restart (cosine_restarts)."""
     boundaries: list[int] = Field(default_factory=list)
+    """Step boundaries, increasing (piecewise)."""
     values: list[float] = Field(default_factory=list)
+    """Multipliers of the base rate, one more than boundaries (piecewise)."""
 
     @model_validator(mode="after")
     def _piecewise_shape(self) -> ScheduleConfig:
@@ -315,103 +378,80 @@ class ScheduleConfig(Section):
         return self
 
 
+def _old_spelling(field: str) -> BeforeValidator:
+    """For a ``direction`` field (Python name ``direction_setting``): the deprecated
+    ``maximize``/``minimize`` still read, with a note."""
+    return BeforeValidator(lambda value: read_direction(value, field=field))
+
+
 class EarlyStoppingConfig(Section):
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
+
+    `monitor` also picks the best epoch (the one `restore_best_weights` restores, and
+    the epoch count a tuned run retrains for). Which way it improves is `direction`:
+    ``auto`` decides it from the name as Keras' ``mode="auto"`` does (losses and errors
+    down; accuracy, AUC, precision, recall up); another name needs ``max`` or ``min``.
+    """
 
     enabled: bool = True
+    """Stop when `monitor` stops improving."""
     monitor: str = "val_loss"
+    """Keras log name to watch (`val_*`: the validation split); also picks the best epoch."""
+    direction_setting: Annotated[
+        DirectionSetting, _old_spelling("training.early_stopping.direction")
+    ] = Field("auto", alias="direction")
+    """Which way `monitor` improves: `auto` asks the metric as Keras' `mode="auto"` does;
+    another name needs `max` or `min`. (`maximize`/`minimize` still read, deprecated.)"""
     patience: int = Field(5, ge=0)
+    """Epochs without improvement before stopping."""
     min_delta: float = Field(0.0, ge=0)
+    """Smallest change that counts as an improvement."""
     restore_best_weights: bool = True
+    """End with the best epoch's weights, not the last."""
 
-
-LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
-    "binary": ("sparse_categorical_crossentropy", "binary_crossentropy"),
-    "multilabel": ("binary_crossentropy", "binary_focal_crossentropy"),
-    "regression": ("mean_squared_error", "mean_absolute_error", "huber"),
-    "reconstruction": ("mean_squared_error", "mean_absolute_error", "huber"),
-}
-
-
-# The metrics a run's test evaluation reports per task (`service.training.trainer`:
-# ``evaluate`` gives test_loss and ``score`` the rest; ``test_roc_auc`` needs both classes
-# in the test part), plus ``best_epoch``. `bless.metric` must be one of them.
-TEST_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": (
-        "test_loss",
-        "test_accuracy",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_f1_macro",
-    ),
-    "binary": (
-        "test_loss",
-        "test_accuracy",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_f1_macro",
-        "test_roc_auc",
-    ),
-    "multilabel": (
-        "test_loss",
-        "test_accuracy",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_f1_macro",
-    ),
-    "regression": ("test_loss", "test_mae", "test_rmse"),
-    "reconstruction": ("test_loss", "test_mae", "test_rmse"),
-}
-
-
-def check_bless_metric(metric: str, task: str, *, resolved: bool = False) -> None:
-    """Raise `UserError` unless a run of ``task`` reports ``metric`` (``auto``: any task).
-
-    Called at validation with `data.task`, and again once the data has said what
-    ``auto`` is (``resolved``), before anything is recorded.
-    """
-    if task in TEST_METRICS_BY_TASK:
-        allowed = [*TEST_METRICS_BY_TASK[task], "best_epoch"]
-        what = (
-            f"the test metrics of a {task} task (data.task resolved from the data)"
-            if resolved
-            else f"the test metrics of data.task {task!r}"
+    @property
+    def direction(self) -> Direction:
+        """``max`` or ``min``: `direction`, with ``auto`` decided by `monitor`."""
+        return resolve_direction(
+            self.direction_setting,
+            self.monitor,
+            field="training.early_stopping.direction",
+            metric_field="training.early_stopping.monitor",
         )
-    else:
-        allowed = sorted({m for ms in TEST_METRICS_BY_TASK.values() for m in ms} | {"best_epoch"})
-        what = "the test metrics some task reports"
-    if metric not in allowed:
-        raise UserError(
-            f"Invalid value for `bless.metric`: received {metric!r}; expected one of "
-            f"{', '.join(allowed)} ({what}).{did_you_mean(metric, allowed)}"
-        )
+
+    @model_validator(mode="after")
+    def _direction_known(self) -> EarlyStoppingConfig:
+        self.direction  # noqa: B018  (raises for a monitor Keras cannot place)
+        return self
 
 
 class TrainingConfig(Section):
     """How the weights are fitted on the train split."""
 
     epochs: int = Field(30, ge=1, le=100_000)
+    """Passes over the train split (at most, with early stopping)."""
     batch_size: int = Field(64, ge=1, le=1_000_000)
+    """Examples per batch (global, over all replicas)."""
     optimizer: OptimizerConfig = OptimizerConfig()
+    """Optimizer and its hyper-parameters (unused ones are ignored by that optimizer)."""
     schedule: ScheduleConfig = ScheduleConfig()
-    loss: Literal[
-        "auto",
-        "sparse_categorical_crossentropy",
-        "categorical_crossentropy",
-        "binary_crossentropy",
-        "binary_focal_crossentropy",
-        "mean_squared_error",
-        "mean_absolute_error",
-        "huber",
-    ] = "auto"
+    """Learning-rate schedule, optionally after a linear warm-up."""
+    loss: Literal["auto", Loss] = "auto"
+    """Loss; `auto` picks the task's usual loss. Checked against the task and the model's output."""
     class_weight: Literal["balanced"] | dict[str, float] | None = None
+    """Per-class loss weights: `balanced` (inverse frequency) or a mapping class -> weight."""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """Early stopping and the best epoch."""
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    """Float policy; `auto`: mixed_float16 on a recent GPU, float32 otherwise."""
     jit_compile: bool = False
+    """Compile the train step with XLA."""
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    """Distribution strategy; `auto`: mirrored over several GPUs, none otherwise."""
     resume: bool = True
+    """A killed run started again continues from its last epoch into the same MLflow run."""
     verbose: int = Field(0, ge=0, le=2)
+    """Keras progress output (0 silent, 1 bar, 2 one line per epoch)."""
 
 
 class BlessConfig(Section):
@@ -425,10 +465,28 @@ class BlessConfig(Section):
     """
 
     enabled: bool = True
+    """Gate the export and the `champion` alias on beating the current champion."""
     metric: str = "test_accuracy"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    """Test metric compared (one the task reports, or `best_epoch`)."""
+    direction_setting: Annotated[DirectionSetting, _old_spelling("bless.direction")] = Field(
+        "auto", alias="direction"
+    )
+    """Which way `metric` is better: `auto` asks the metric as Keras does; `best_epoch` needs
+    `max` or `min`. (`maximize`/`minimize` still read, deprecated.)"""
     min_improvement: float = Field(0.0, ge=0)
+    """How much better than the champion the candidate must be."""
     min_rows: int = Field(30, ge=1)
+    """Fewest test rows the champion never fitted on for the gate to decide."""
+
+    @property
+    def direction(self) -> Direction:
+        """``max`` or ``min``: `direction`, with ``auto`` decided by `metric`."""
+        return resolve_direction(
+            self.direction_setting,
+            self.metric,
+            field="bless.direction",
+            metric_field="bless.metric",
+        )
 
 
 # ------------------------------------------------------------------- tuning
@@ -443,13 +501,21 @@ class ParamSpec(Section):
     """
 
     type: Literal["int", "float", "choice", "boolean"]
+    """Kind of hyper-parameter."""
     min: float | None = None
+    """Lower end of an int or float range."""
     max: float | None = None
+    """Upper end of an int or float range."""
     step: float | None = Field(None, gt=0)
+    """Step of a range."""
     sampling: Literal["linear", "log"] = "linear"
+    """Sample a range linearly or on a log scale (log needs min > 0)."""
     values: list[Any] | None = None
+    """The choices of a `choice` (lists allowed, e.g. [[16], [16, 32]])."""
     parent: str | None = None
+    """Another key of the space (a choice or boolean) this key depends on."""
     parent_values: list[Any] | None = None
+    """The parent's values under which this key is searched."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -482,7 +548,27 @@ class ObjectiveConfig(Section):
     """What a trial is scored by: a Keras log name (``val_*`` is the validation split)."""
 
     metric: str = "val_accuracy"
-    direction: Literal["max", "min"] = "max"
+    """Keras log name a trial is scored by (`val_*`: the validation split)."""
+    direction_setting: Annotated[DirectionSetting, _old_spelling("tuning.objective.direction")] = (
+        Field("auto", alias="direction")
+    )
+    """Which way `metric` is better: `auto` asks the metric as Keras does; another name needs
+    `max` or `min`."""
+
+    @property
+    def direction(self) -> Direction:
+        """``max`` or ``min``: `direction`, with ``auto`` decided by `metric`."""
+        return resolve_direction(
+            self.direction_setting,
+            self.metric,
+            field="tuning.objective.direction",
+            metric_field="tuning.objective.metric",
+        )
+
+    @model_validator(mode="after")
+    def _direction_known(self) -> ObjectiveConfig:
+        self.direction  # noqa: B018  (raises for a metric Keras cannot place)
+        return self
 
 
 class TuningConfig(Section):
@@ -513,18 +599,33 @@ class TuningConfig(Section):
     """
 
     enabled: bool = True
-    tuner: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    """Run the search (false: train the configured values as they are)."""
+    tuner: Tuner = "random"
+    """Keras-Tuner search algorithm."""
     space: dict[str, ParamSpec] = Field(default_factory=dict)
+    """Searchable hyper-parameters, keyed by dotted config key (`model.<option>` or
+    `training.<field>`)."""
     objective: ObjectiveConfig = ObjectiveConfig()
+    """What a trial is scored by."""
     max_trials: int = Field(10, ge=1, le=100_000)
+    """Most trials to run."""
     executions_per_trial: int = Field(1, ge=1, le=100)
+    """Fits per trial (scores averaged)."""
     epochs: int | None = Field(None, ge=1, le=100_000)
+    """Epochs per trial (default, and at most, `training.epochs`; Hyperband's max_epochs)."""
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    """Tuner seed (default: the run's `seed`)."""
     early_stopping: bool = True
+    """Apply the training section's early stopping inside trials."""
     hyperband_factor: int = Field(3, ge=2)
+    """Hyperband's reduction factor."""
     max_consecutive_failed_trials: int = Field(3, ge=1)
+    """Stop the search after this many failed trials in a row."""
     kfold: int | None = Field(None, ge=2, le=100)
+    """K >= 2: each trial fits on K folds of train + validation and scores their mean."""
     final: Literal["retrain_train_val", "retrain", "best_weights"] = "retrain_train_val"
+    """What becomes the run's model after the search: retrain on train + validation for the
+    best epoch count, retrain on train with early stopping, or the best trial's weights."""
 
     @model_validator(mode="after")
     def _combinations(self) -> TuningConfig:
@@ -575,103 +676,39 @@ class TuningConfig(Section):
         return self
 
 
-def _check_space_keys(cfg: RunConfig) -> None:
-    """Every `tuning.space` key must name a model option or a training field."""
-    if cfg.tuning is None:
-        return
-    from service import models
-
-    for key in cfg.tuning.space:
-        section, _, rest = key.partition(".")
-        where = f"tuning.space.{key}"
-        if section == "model":
-            allowed = [f"model.{o}" for o in models.option_names(cfg.model.type)]
-        elif section == "training":
-            node: Any = TrainingConfig
-            prefix = "training"
-            for part in rest.split("."):
-                fields = getattr(node, "model_fields", None)
-                if not fields or part not in fields:
-                    allowed = [f"{prefix}.{n}" for n in fields] if fields else [prefix]
-                    break
-                node, prefix = fields[part].annotation, f"{prefix}.{part}"
-            else:
-                if not hasattr(node, "model_fields"):
-                    continue  # a leaf field of the training section
-                allowed = [f"{prefix}.{n}" for n in node.model_fields]
-        else:
-            allowed = ["model.<option>", "training.<field>"]
-        if key not in allowed:
-            raise UserError(
-                f"Unknown key `{where}`: received {key!r}; expected one of "
-                f"{', '.join(allowed)}.{did_you_mean(key, allowed)}"
-            )
-    _check_space_values(cfg)
-
-
-def _check_space_values(cfg: RunConfig) -> None:
-    """Each value a key can take must suit that field (so it fails here, not in a trial)."""
-    assert cfg.tuning is not None
-    base = cfg.model_dump(mode="json")
-    base.pop("tuning", None)
-    for key, spec in cfg.tuning.space.items():
-        if spec.type == "choice":
-            candidates = list(spec.values or [])
-        elif spec.type == "boolean":
-            candidates = [True, False]
-        else:
-            ends = (spec.min, spec.max)
-            candidates = [int(v) if spec.type == "int" else v for v in ends if v is not None]
-        for value in candidates:
-            problem = _field_problem(base, key, value)
-            if problem:
-                raise UserError(
-                    f"Invalid value for `tuning.space.{key}`: received {value!r}, which "
-                    f"`{key}` does not accept ({problem})."
-                )
-
-
-def _field_problem(base: dict[str, Any], key: str, value: Any) -> str | None:
-    """Why ``key`` cannot take ``value`` in ``base``, or None (other fields' errors ignored)."""
-    data = copy.deepcopy(base)
-    node = data
-    *path, leaf = key.split(".")
-    for part in path:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    try:
-        RunConfig.model_validate(data)
-    except ValidationError as err:
-        for item in err.errors():
-            if ".".join(str(p) for p in item["loc"]) == key:
-                return str(item["msg"]).removeprefix("Value error, ")
-    except UserError as err:
-        if f"`{key}`" in str(err):
-            return str(err).rstrip(".")
-    return None
-
-
 # ---------------------------------------------------------- tracking/export
 class TrackingConfig(Section):
     """MLflow tracking. `uri` None means `$MLFLOW_TRACKING_URI`, else ``sqlite:///mlflow.db``."""
 
     enabled: bool = True
+    """Track the run in MLflow."""
     uri: str | None = None
+    """Tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."""
     experiment: str | None = None
+    """Experiment name (default: the pipeline's `name`)."""
     run_name: str | None = None
+    """Run name (default: `<experiment>-<UTC time>-<4 hex>`, distinct per run)."""
     required: bool = True
+    """An unreachable tracking server stops the run (exit 2); false: record into a local
+    SQLite store."""
     reports: bool = True
+    """Log report pictures (learning curves, confusion matrix, ...) and the model card."""
     # CPU, memory, disk, network (and GPU) as `system/*` metrics every N seconds.
     system_metrics: bool = True
+    """Log CPU, memory, disk, network (and GPU) as `system/*` metrics."""
     system_metrics_interval: float = Field(10.0, ge=0.5, le=3600)
+    """Seconds between system metric samples."""
 
 
 class ExportConfig(Section):
     """TF-Serving export to ``base_path/model_name/VERSION/``."""
 
     enabled: bool = True
+    """Export a TF-Serving SavedModel."""
     base_path: str = "serving_models"
+    """Exports go to base_path/model_name/VERSION/."""
     model_name: str | None = Field(None, pattern=NAME_PATTERN)
+    """Served model name (default: the pipeline's `name`)."""
 
 
 class RegistryConfig(Section):
@@ -685,35 +722,53 @@ class RegistryConfig(Section):
     """
 
     enabled: bool = True
+    """Register blessed models in the MLflow Model Registry."""
     model_name: str | None = Field(None, pattern=NAME_PATTERN)
+    """Registered model name (default: the pipeline's `name`)."""
     challengers: bool = True
+    """Also register a candidate that did not beat the champion, with the alias `challenger`."""
 
 
 class RunConfig(Section):
     """The whole pipeline: one YAML file."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    """Pipeline name: the default experiment, registered and served model name."""
     # Weights, shuffling and trials; not the split, which has `data.split.seed`.
     seed: int = Field(42, ge=0, le=2**31 - 1)
+    """Seeds weights, shuffling and trials; not the split (`data.split.seed`)."""
     work_dir: str = "runs"
+    """Folder of the pipelines' working files (resolved config, backups, reports)."""
     data: DataConfig = DataConfig()
+    """Where examples come from, what the label means and how rows are split."""
     model: ModelConfig = ModelConfig()
+    """Model family and its options."""
     training: TrainingConfig = TrainingConfig()
+    """How the weights are fitted."""
     tuning: TuningConfig | None = None
+    """Optional Keras-Tuner search before the final training."""
     tracking: TrackingConfig = TrackingConfig()
+    """MLflow tracking."""
     bless: BlessConfig = BlessConfig()
+    """The gate between a trained candidate and the served champion."""
     registry: RegistryConfig = RegistryConfig()
+    """MLflow Model Registry versions."""
     export: ExportConfig = ExportConfig()
+    """TF-Serving export."""
 
     @model_validator(mode="after")
     def _bless_metric(self) -> RunConfig:
         if self.bless.enabled:
-            check_bless_metric(self.bless.metric, self.data.task)
+            checks.check_bless_metric(self.bless.metric, self.data.task)
+            self.bless.direction  # noqa: B018  (raises for a metric Keras cannot place)
         return self
 
     @model_validator(mode="after")
-    def _tuning_space(self) -> RunConfig:
-        _check_space_keys(self)
+    def _tuning_space(self, info: ValidationInfo) -> RunConfig:
+        # A trial's config (`service.config.loading.with_values`) has the space its
+        # run's config had, checked when that was loaded: not again per trial.
+        if not (info.context or {}).get(SPACE_CHECKED):
+            checks.check_space(self)
         if self.tuning is not None and self.tuning.enabled:
             if self.training.distribution == "multi_worker":
                 # Every worker of a multi-worker run would run its own search, each
@@ -748,175 +803,3 @@ class RunConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (model options inlined)."""
         return self.model_dump(mode="json", by_alias=True)
-
-
-# --------------------------------------------------------------- loading
-def _format_error(err: ValidationError, source: str) -> str:
-    parts = []
-    for item in err.errors()[:3]:
-        loc = ".".join(str(p) for p in item["loc"])
-        kind = item["type"]
-        received = item.get("input")
-        if kind == "extra_forbidden":
-            parent = item["loc"][:-1]
-            allowed = _allowed_keys(parent)
-            hint = did_you_mean(str(item["loc"][-1]), allowed)
-            parts.append(
-                f"unknown key `{loc}`.{hint} Allowed here: {', '.join(allowed)}"
-                if allowed
-                else f"unknown key `{loc}`"
-            )
-        elif kind == "missing":
-            parts.append(f"missing required key `{loc}`")
-        else:
-            msg = item["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            parts.append(
-                f"invalid value for `{loc or '(top level)'}`: received {received!r}; {msg}"
-            )
-    more = len(err.errors()) - len(parts)
-    suffix = f" (and {more} more)" if more > 0 else ""
-    return f"{source}: " + "; ".join(parts) + suffix
-
-
-def _allowed_keys(loc: Iterable[Any]) -> list[str]:
-    model: Any = RunConfig
-    for part in loc:
-        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        model = field.annotation
-    return list(model.model_fields) if hasattr(model, "model_fields") else []
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value``; the value is parsed as YAML (``3``, ``true``, ``[1, 2]``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
-        raise UserError(
-            f"Invalid value for `--set`: received {text!r}; expected dotted.key=value, "
-            "e.g. training.epochs=3."
-        )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    except RecursionError:
-        raise UserError(
-            f"Invalid value for `--set {key.strip()}`: nested too deeply; expected at most "
-            f"{MAX_DEPTH} levels."
-        ) from None
-    return key.strip().split("."), value
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``dotted.key=value`` set (validated later)."""
-    data: dict[str, Any] = copy.deepcopy(dict(raw))
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for depth, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: depth + 1])
-                raise UserError(
-                    f"Invalid value for `--set {text}`: `{where}` is {child!r}, not a section."
-                )
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; file problems are `UserError`s naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found.") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory; expected a YAML config file.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read config file ({err.__class__.__name__}).") from None
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise UserError(
-            f"{path}: invalid YAML: nested too deeply; expected at most {MAX_DEPTH} levels."
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "malformed YAML"
-        raise UserError(f"{path}: invalid YAML{where}: {problem}.") from None
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{path}: expected a mapping of sections (name, data, model, ...); "
-            f"received {type(data).__name__}."
-        )
-    return data
-
-
-# Bounds on the shape of a config, checked before the fields are: no section is nested
-# deeper than a few levels, and a list of layers (a model option such as `units` or
-# `filters`) with thousands of entries is a mistake that would only show when the model
-# is built (or memory runs out).
-MAX_DEPTH = 32
-MAX_LIST = 100_000
-MAX_MODEL_LIST = 1_000
-
-
-def _check_shape(node: Any, where: str, source: str, depth: int = 0) -> None:
-    """Raise `UserError` for nesting deeper than `MAX_DEPTH` or an over-long list."""
-    if depth > MAX_DEPTH:
-        raise UserError(
-            f"{source}: `{where}` is nested more than {MAX_DEPTH} levels deep; expected a "
-            "config section or value."
-        )
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            _check_shape(value, f"{where}.{key}" if where else str(key), source, depth + 1)
-    elif isinstance(node, list):
-        limit = MAX_MODEL_LIST if where.startswith("model.") else MAX_LIST
-        if len(node) > limit:
-            raise UserError(
-                f"{source}: invalid value for `{where}`: received a list of {len(node)} "
-                f"items; expected at most {limit}."
-            )
-        for i, value in enumerate(node):
-            _check_shape(value, f"{where}[{i}]", source, depth + 1)
-
-
-def validate(data: Mapping[str, Any], *, source: str = "config") -> RunConfig:
-    """Validate plain data into a `RunConfig` or raise a one-line `UserError`."""
-    bad_keys = [k for k in data if not isinstance(k, str)]
-    if bad_keys:
-        raise UserError(f"{source}: keys must be strings; received {bad_keys[0]!r}.")
-    _check_shape(data, "", source)
-    try:
-        return RunConfig.model_validate(dict(data))
-    except ValidationError as err:
-        raise UserError(_format_error(err, source)) from None
-    except UserError as err:  # raised by a section's own checks (model options)
-        raise UserError(f"{source}: {err}") from None
-
-
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read, override and validate a pipeline config file."""
-    raw = read_yaml(path)
-    return validate(apply_overrides(raw, overrides), source=str(path))
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept as values)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
