@@ -516,11 +516,9 @@ def retrain_epochs(cfg: RunConfig, tuner: Any, trial: Any) -> tuple[int, str]:
     sets, which would cut the final training short. Without the trial's logs (run on
     another machine) or that metric: `trained_epochs`, the objective's best epoch.
     """
-    from service.training.trainer import higher_is_better
-
     assert cfg.tuning is not None
     monitor = cfg.training.early_stopping.monitor
-    higher = higher_is_better(monitor)
+    higher = cfg.training.early_stopping.direction == "max"
     picks = []
     for history in _histories(tuner, trial):
         values = history.get(monitor) or []

@@ -216,18 +216,6 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
     return loss
 
 
-def higher_is_better(monitor: str) -> bool:
-    """Whether a larger ``monitor`` value is better, by its name as Keras' ``mode="auto"``
-    decides it (`service.config.direction`); a name Keras cannot place counts as a loss.
-
-    A config's own answer, which honours an explicit ``direction``, is
-    ``training.early_stopping.direction``.
-    """
-    from service.config.direction import metric_direction
-
-    return metric_direction(monitor) == "max"
-
-
 def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
     """Early stopping (with best-weights restore) and, when given, BackupAndRestore."""
     import keras
