@@ -261,7 +261,8 @@ def _tracked(
                 values = trial_values(space, trial.hyperparameters.values)
                 trial_dir = Path(self.get_trial_dir(trial.trial_id))
                 # The child run is created (an HTTP round trip or two) while the
-                # session is cleared and the model built; `_try_build` awaits it.
+                # session is cleared and the model built, and awaited before the fit
+                # (`tuning.compat.lighter_builds`, else the epoch logger).
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="kts-trial-run")
                 self._child = self._pool.submit(trials.start, trial.trial_id, values, trial_dir)
