@@ -19,17 +19,10 @@ from pipelines.commands_describe import describe
 from pipelines.commands_runs import runs
 from pipelines.commands_serving import COMMANDS as SERVING_COMMANDS
 from pipelines.commands_tuning import tune_chief, tune_worker
+from pipelines.options import set_option
 from service.errors import ConfigDeprecationWarning, Terminated, UserError
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits_cnn.yaml"
-
-set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a dotted config key, e.g. --set training.epochs=3 (repeatable).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

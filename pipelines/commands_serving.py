@@ -306,14 +306,7 @@ def rollback(name: str, model_config_file: Path, label: str, server: str | None)
 
     _move(
         "rolled back",
-        lambda: release.rollback(
-            model_config_file,
-            name,
-            label=label,
-            server=server,
-            log=_log,
-            before_load=_quiet_tensorflow,
-        ),
+        lambda: release.rollback(model_config_file, name, label=label, server=server, log=_log),
     )
 
 

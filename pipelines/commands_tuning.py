@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from pipelines.options import set_option
 from service.errors import UserError
 
 DEFAULT_PORT = "8000"
@@ -159,13 +160,6 @@ def _tune(config: Path, overrides: tuple[str, ...], role: str) -> None:
 
 
 config_argument = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a dotted config key (repeatable); must match the other processes.",
-)
 
 
 @click.command("tune-chief")
@@ -175,7 +169,8 @@ def tune_chief(config: Path, overrides: tuple[str, ...]) -> None:
     """Serve the search in CONFIG to workers (Keras-Tuner's oracle); exit when it is done.
 
     Reads KERASTUNER_TUNER_ID (default 'chief'), KERASTUNER_ORACLE_IP (address to
-    bind, default 0.0.0.0) and KERASTUNER_ORACLE_PORT (default 8000).
+    bind, default 0.0.0.0) and KERASTUNER_ORACLE_PORT (default 8000). CONFIG and any
+    --set must match the workers'.
     """
     _tune(config, overrides, "chief")
 
@@ -187,6 +182,6 @@ def tune_worker(config: Path, overrides: tuple[str, ...]) -> None:
     """Run trials of the search in CONFIG for the chief at KERASTUNER_ORACLE_IP:PORT.
 
     Each worker needs its own KERASTUNER_TUNER_ID (without 'chief'); it exits 0
-    when the chief says the search is done.
+    when the chief says the search is done. CONFIG and any --set must match the chief's.
     """
     _tune(config, overrides, "worker")

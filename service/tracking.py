@@ -470,6 +470,7 @@ class Tracker:
         import numpy as np
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import Dataset as DatasetEntity
         from mlflow.entities import DatasetInput, InputTag
 
         # File sources ("csv:data/train.csv") are recorded by absolute path; built-in
@@ -499,7 +500,16 @@ class Tracker:
             digest=digest.hexdigest()[:8],
             schema=schema,
         )
-        entity = dataset._to_mlflow_entity()
+        # The entity MLflow's own (private) `_to_mlflow_entity` makes, from the public dict.
+        fields = dataset.to_dict()
+        entity = DatasetEntity(
+            name=fields["name"],
+            digest=fields["digest"],
+            source_type=fields["source_type"],
+            source=fields["source"],
+            schema=fields.get("schema"),
+            profile=fields.get("profile"),
+        )
         inputs = [
             DatasetInput(
                 entity,

@@ -116,12 +116,8 @@ def promote(
     server: str | None = None,
     timeout: float = 120.0,
     log: Callable[[str], None] | None = None,
-    before_load: Callable[[], None] | None = None,
 ) -> LabelMove:
     """Load ``version`` of ``model_name``, then point ``label`` at it in ``config_path``.
-
-    ``before_load`` runs once the request is known to be valid, just before TensorFlow
-    is needed (the CLI mutes TensorFlow's start-up chatter there).
 
     Raises:
         ServingConfigError: unknown model or version, or the version does not load (the
@@ -135,8 +131,6 @@ def promote(
             f"Invalid value for VERSION: received {version}; expected one of the versions of "
             f"{model_name!r} under {settings.base_path}: {', '.join(map(str, on_disk)) or '(none)'}."
         )
-    if before_load is not None:
-        before_load()
     if log is not None:
         log(
             f"loading version {version} of {model_name!r} {'on ' + server if server else 'locally'} ..."
@@ -164,7 +158,6 @@ def rollback(
     server: str | None = None,
     timeout: float = 120.0,
     log: Callable[[str], None] | None = None,
-    before_load: Callable[[], None] | None = None,
 ) -> LabelMove:
     """Point ``label`` back at the newest version on disk below its current one (loading it first)."""
     settings = model_settings(config_path, model_name)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from serving import errors
+from serving import compat, errors
 from serving.batching import Batcher
 from serving.config import BatchingParameters
 from serving.errors import ServingError, failed_precondition, invalid_argument
@@ -77,7 +77,10 @@ class Signature:
         self.outputs = {k: _spec_from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
         self.input_dtypes = {k: s.dtype for k, s in self.inputs.items()}
         self.hint = ""
-        self._flat_order = _flat_input_order(function, self.inputs)
+        self._flat = compat.flat_call(function)
+        self._flat_order = (
+            _flat_input_order(function, self.inputs) if self._flat is not None else None
+        )
 
     def describe_inputs(self) -> str:
         return "; ".join(self.inputs[k].describe() for k in sorted(self.inputs))
@@ -98,7 +101,7 @@ class Signature:
         import tensorflow as tf
 
         try:
-            result = self._call_flat(inputs) if self._flat_order is not None else None
+            result = self._call_by_position(inputs) if self._flat_order is not None else None
             if result is None:
                 result = self.function(**inputs)
         except tf.errors.OpError as err:
@@ -108,7 +111,7 @@ class Signature:
             raise invalid_argument(self.explain(str(err))) from None
         return {name: tensor.numpy() for name, tensor in result.items()}
 
-    def _call_flat(self, inputs: Mapping[str, np.ndarray]) -> Any:
+    def _call_by_position(self, inputs: Mapping[str, np.ndarray]) -> Any:
         """The same function run without the keyword-binding layer, or None to go the usual way.
 
         ``function(**inputs)`` spends about 0.2 ms of Python per call binding keywords to
@@ -117,7 +120,8 @@ class Signature:
         signature can go straight to the concrete function's flat call, the step that
         binding ends in -- the same graph with the same tensors, so the same answers.
         Anything else (a dtype or shape the signature does not take, so the usual call
-        can word the error; a TensorFlow whose private call changed) takes the usual way.
+        can word the error; a TensorFlow outside `serving.compat.FLAT_CALL_RANGE`) takes
+        the usual way.
         """
         import tensorflow as tf
 
@@ -137,7 +141,7 @@ class Signature:
         if len(args) != len(inputs):
             return None
         try:
-            result = self.function._call_flat(args, self.function.captured_inputs)
+            result = self._flat(args)  # type: ignore[misc]
         except (AttributeError, TypeError):
             log.warning("Signature %r: flat call failed; using the keyword call", self.name)
             self._flat_order = None
@@ -170,8 +174,6 @@ def _flat_input_order(function: Any, inputs: Mapping[str, TensorSpec]) -> tuple[
         import tensorflow as tf
 
         parameters = function.function_type.parameters
-        if not callable(getattr(function, "_call_flat", None)):
-            return None
         captured = function.captured_inputs
         flat_inputs = function.inputs
     except (AttributeError, TypeError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.config import checks, load_config, set_key, validate, vocab, with_values
+from service import vocab
+from service.config import checks, load_config, set_key, validate, with_values
 from service.errors import UserError
 from tests.helpers import CONFIGS
 

@@ -336,24 +336,27 @@ def test_keras_tuner_state_files_are_never_seen_half_written(tmp_path):
 
     from keras_tuner.src import utils
 
-    from tuning.search import _atomic_keras_tuner_saves
+    from tuning.compat import atomic_state_files
 
-    _atomic_keras_tuner_saves()
+    keras_tuners_own = utils.save_json
     path = tmp_path / "oracle.json"
-    utils.save_json(str(path), {"n": -1, "blob": ""})
     done = threading.Event()
+    with atomic_state_files():
+        assert utils.save_json is not keras_tuners_own
+        utils.save_json(str(path), {"n": -1, "blob": ""})
 
-    def write() -> None:
-        for n in range(300):
-            utils.save_json(str(path), {"n": n, "blob": "x" * 200_000})
-        done.set()
+        def write() -> None:
+            for n in range(300):
+                utils.save_json(str(path), {"n": n, "blob": "x" * 200_000})
+            done.set()
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    seen = set()
-    while not done.is_set():
-        seen.add(utils.load_json(str(path))["n"])  # raises on a torn file
-    writer.join()
+        writer = threading.Thread(target=write)
+        writer.start()
+        seen = set()
+        while not done.is_set():
+            seen.add(utils.load_json(str(path))["n"])  # raises on a torn file
+        writer.join()
+    assert utils.save_json is keras_tuners_own  # undone after the block
     assert utils.load_json(str(path))["n"] == 299
     assert len(seen) > 1  # the reader really ran while the writer wrote
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.json"]

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -138,10 +137,20 @@ def make_hypermodel(cfg: RunConfig, data: Any, split: Any, build_model: BuildFn)
 
         rows: tuple[Any, Any] = (tr, va)
 
+        def declare_hyperparameters(self, hp: Any) -> None:
+            declare(hp, space)
+
         def build(self, hp: Any) -> Any:
             trial_cfg = trial_config(hp)
             fit_rows = self.rows[0]
-            model = build_model(trial_cfg, data, fit_rows)
+            try:
+                model = build_model(trial_cfg, data, fit_rows)
+            except TypeError as err:
+                # A type error is the builder's code, not this trial's values: no trial
+                # can succeed, so it stops the search as Keras-Tuner's fatal errors do.
+                raise keras_tuner.errors.FatalTypeError(
+                    f"its builder raised TypeError: {err}"
+                ) from err
             steps = max(1, math.ceil(len(fit_rows) / trial_cfg.training.batch_size))
             trainer.compile_model(model, trial_cfg.training, data.task, steps_per_epoch=steps)
             return model
@@ -187,6 +196,22 @@ def _save_histories(path: Path, results: Any, initial_epoch: int) -> None:
     tmp.replace(path)
 
 
+def _copied(callbacks: list) -> list:
+    """Fresh copies of a trial's callbacks for one fit, as Keras-Tuner makes them: the
+    same callbacks serve every trial, so one that cannot be deep-copied is fatal."""
+    import copy
+
+    import keras_tuner
+
+    try:
+        return copy.deepcopy(callbacks)
+    except Exception:
+        raise keras_tuner.errors.FatalValueError(
+            "All callbacks used during a search should be deep-copyable (since they are "
+            f"reused across trials). It is not possible to do `copy.deepcopy({callbacks})`"
+        ) from None
+
+
 def _tracked(
     base: type, cfg: RunConfig, trials: TrialTracker | None, fold_rows: list | None
 ) -> type:
@@ -200,13 +225,20 @@ def _tracked(
     """
     import keras
 
-    from service.training import runtime
+    from service import compat as service_compat
+    from tuning import compat
 
     assert cfg.tuning is not None
     space = cfg.tuning.space
     objective = cfg.tuning.objective
+    # The child run is created while the model is built and awaited before its fit.
+    lighter = compat.lighter_builds(
+        base,
+        declare_space=lambda hp: declare(hp, space),
+        after_build=lambda tuner: tuner._child_run(),
+    )
 
-    class Tracked(base):  # type: ignore[misc, valid-type]
+    class Tracked(lighter):  # type: ignore[misc, valid-type]
         _child: Any = None  # the trial's child-run Tracker, or the Future creating it
         _gradients: frozenset[str] = frozenset()
         _pool: ThreadPoolExecutor | None = None
@@ -217,28 +249,9 @@ def _tracked(
                 self._child = self._child.result()
             return self._child
 
-        def _try_build(self, hp: Any) -> Any:
-            # Keras-Tuner's own version clears the session, which collects garbage,
-            # and then collects again (the second finds nothing: ~60 ms per trial).
-            keras.backend.clear_session()
-            model = self._build_hypermodel(hp)
-            if not isinstance(model, keras.Model):
-                raise TypeError(
-                    f"HyperModel.build() must return a keras.Model; received {type(model)}."
-                )
-            self._child_run()  # created while the model was built, awaited before fit
-            return model
-
-        def _populate_initial_space(self) -> None:
-            # Declaring the space is enough (the default builds whole models to find
-            # the conditional hyper-parameters, which `declare` registers directly).
-            hp = self.oracle.get_space()
-            declare(hp, space)
-            self.oracle.update_space(hp)
-
         def on_trial_begin(self, trial: Any) -> None:
             super().on_trial_begin(trial)
-            self._gradients = runtime.traced_gradients()
+            self._gradients = service_compat.traced_gradients()
             # No garbage collection here: Keras-Tuner collects before every build,
             # and a full collection costs ~0.5 s with TensorFlow's heap.
             keras.backend.clear_session(free_memory=False)
@@ -248,7 +261,8 @@ def _tracked(
                 values = trial_values(space, trial.hyperparameters.values)
                 trial_dir = Path(self.get_trial_dir(trial.trial_id))
                 # The child run is created (an HTTP round trip or two) while the
-                # session is cleared and the model built; `_try_build` awaits it.
+                # session is cleared and the model built, and awaited before the fit
+                # (`tuning.compat.lighter_builds`, else the epoch logger).
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="kts-trial-run")
                 self._child = self._pool.submit(trials.start, trial.trial_id, values, trial_dir)
@@ -277,10 +291,10 @@ def _tracked(
                     self.hypermodel.rows = rows
                     scores = []
                     for _ in range(self.executions_per_trial):
-                        fold_callbacks = self._deepcopy_callbacks(callbacks)
+                        fold_callbacks = _copied(callbacks)
                         if child is not None:
                             fold_callbacks.append(_fold_epoch_callback(child, index))
-                        model = self._try_build(hp)  # clears the session first
+                        model = compat.build_checked(self, hp)  # clears the session first
                         history = self.hypermodel.fit(
                             hp, model, *args, callbacks=fold_callbacks, **kwargs
                         )
@@ -312,49 +326,12 @@ def _tracked(
             # The trial's models are done with: drop what TensorFlow keeps of their
             # traced graphs (without this every trial leaks its model, ~4 MB for a
             # tiny MLP); the garbage goes at the next build's collection.
-            runtime.release_traced(self._gradients)
+            service_compat.release_traced(self._gradients)
             keras.backend.clear_session(free_memory=False)
             super().on_trial_end(trial)
 
     Tracked.__name__ = f"Tracked{base.__name__}"
     return Tracked
-
-
-def _atomic_keras_tuner_saves() -> None:
-    """Make Keras-Tuner write its state files (oracle, trials, build configs) atomically.
-
-    Keras-Tuner truncates and rewrites each JSON file in place, and it writes them just
-    as a trial ends and the next begins -- when a kill is most likely to land, since
-    that is when a finished trial becomes visible. A file left half written stops the
-    resumed search with a JSON error. All those writes go through
-    ``keras_tuner.src.utils.save_json``; local paths now get a temporary file renamed
-    over the old one (a reader or a resumed search sees the old file or the new one),
-    other file systems (``gs://``) keep Keras-Tuner's own write. A Keras-Tuner without
-    that function keeps its own writes too. A kill mid-write leaves only a
-    ``*.json.tmp-*`` file beside the intact one.
-    """
-    try:
-        from keras_tuner.src import utils
-    except ImportError:
-        return
-    if not callable(getattr(utils, "save_json", None)) or getattr(
-        utils.save_json, "kts_atomic", False
-    ):
-        return
-    original = utils.save_json
-
-    def save_json(path: Any, obj: Any) -> str:
-        if "://" in str(path):
-            return str(original(path, obj))
-        text = json.dumps(obj)
-        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-        return text
-
-    save_json.kts_atomic = True  # type: ignore[attr-defined]
-    utils.save_json = save_json
 
 
 def make_tuner(
@@ -372,7 +349,6 @@ def make_tuner(
     """
     import keras_tuner
 
-    _atomic_keras_tuner_saves()
     tuning = cfg.tuning
     assert tuning is not None
     common: dict[str, Any] = {
@@ -575,18 +551,33 @@ def run_search(
     assert cfg.tuning is not None
     fold_rows = folds(cfg, data, split)
     trials = TrialTracker(tracker, search_id(cfg)) if tracker is not None else None
+    import keras_tuner
+
+    from service.errors import UserError
+    from tuning import compat
+
     hypermodel = make_hypermodel(cfg, data, split, build_model)
-    tuner = make_tuner(cfg, hypermodel, trials, fold_rows, strategy=strategy)
-    # Everything alive now (TensorFlow, the data) outlives the search: keep it out of
-    # the garbage collector's scans. A trial's build collects garbage (`_try_build`),
-    # and a full collection otherwise walks TensorFlow's whole heap (0.5-4 s each, most
-    # of a small trial's overhead). The trials' own garbage is still collected; garbage
-    # frozen here (no collection first: that alone cost seconds) is freed after.
-    gc.freeze()
+    # Keras-Tuner's fatal error for a builder that raises a type error or returns no
+    # model (while the tuner is made, on a Keras-Tuner that builds to find the space,
+    # or in the first trial): the search stops, and the model is at fault.
     try:
-        tuner.search(epochs=trial_epochs(cfg), verbose=0)
-    finally:
-        gc.unfreeze()
+        with compat.atomic_state_files():
+            tuner = make_tuner(cfg, hypermodel, trials, fold_rows, strategy=strategy)
+            # Everything alive now (TensorFlow, the data) outlives the search: keep it
+            # out of the garbage collector's scans. A trial's build collects garbage,
+            # and a full collection otherwise walks TensorFlow's whole heap (0.5-4 s
+            # each, most of a small trial's overhead). The trials' own garbage is still
+            # collected; garbage frozen here (no collection first: that alone cost
+            # seconds) is freed after.
+            gc.freeze()
+            try:
+                tuner.search(epochs=trial_epochs(cfg), verbose=0)
+            finally:
+                gc.unfreeze()
+    except keras_tuner.errors.FatalTypeError as err:
+        raise UserError(
+            f"Tuning stopped at model `{cfg.model.type}`: {err}".replace("\n", " ")
+        ) from None
     if is_worker():
         return SearchResult(cfg, {}, None, None, [], str(search_dir(cfg)))
     oracle = tuner.oracle

@@ -59,7 +59,7 @@ from service.config.schema import (
     TrainingConfig,
     TuningConfig,
 )
-from service.config.vocab import (
+from service.vocab import (
     BUILTIN_SOURCES,
     FILE_SOURCES,
     LOSSES_BY_TASK,

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from service.config.keys import python_name, yaml_fields
-from service.config.vocab import TEST_METRICS_BY_TASK
 from service.errors import UserError, did_you_mean
+from service.vocab import TEST_METRICS_BY_TASK
 
 if TYPE_CHECKING:
     from service.config.schema import ParamSpec, RunConfig

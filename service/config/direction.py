@@ -22,8 +22,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from service.config.vocab import DEPRECATED_DIRECTIONS, Direction
 from service.errors import ConfigDeprecationWarning, UserError
+from service.vocab import DEPRECATED_DIRECTIONS, Direction
 
 _UP = (
     # keras.metrics with _direction "up"

@@ -4,7 +4,7 @@ Each section forbids unknown keys and checks what it can see itself (a split's
 fractions, a schedule's boundaries, a tuning space's parents). Checks that span
 sections live in `service.config.checks` and run once per load; reading YAML and
 ``--set`` overrides are `service.config.loading`'s. Allowed values come from the
-vocabularies in `service.config.vocab`.
+vocabularies in `service.vocab`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pydantic import (
 
 from service.config import checks
 from service.config.direction import read_direction, resolve_direction
-from service.config.vocab import (
+from service.errors import UserError
+from service.vocab import (
     BUILTIN_SOURCES,
     FILE_SOURCES,
     TABLE_SOURCES,
@@ -36,7 +37,6 @@ from service.config.vocab import (
     Task,
     Tuner,
 )
-from service.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Validation context key: the tuning space was checked when the run's config was loaded.

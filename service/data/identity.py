@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from service.config.vocab import FOLDER_SOURCES, TABLE_SOURCES
+from service.vocab import FOLDER_SOURCES, TABLE_SOURCES
 
 # Bumped whenever an encoding below changes: a champion whose keys were made by
 # another scheme cannot be compared row by row (the gate refuses, see promotion.py).

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.config.vocab import BUILTIN_SOURCES, TABLE_SOURCES, Task
 from service.data import identity
 from service.data.readers import (
     ArrayReader,
@@ -37,6 +36,7 @@ from service.data.readers import (
     decode_image_fn,
 )
 from service.errors import UserError
+from service.vocab import BUILTIN_SOURCES, TABLE_SOURCES, Task
 
 Kind = Literal["image", "tabular", "sequence", "text"]
 INPUT_NAMES = {"image": "image", "tabular": "features", "sequence": "sequence", "text": "text"}

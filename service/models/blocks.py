@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.config.vocab import HEAD_TASKS, HeadTask
 from service.errors import UserError, check_choice, invalid_value
+from service.vocab import HEAD_TASKS, HeadTask
 
 Task = HeadTask
 TASKS = HEAD_TASKS

@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from service import compat
+
 # The ImageNet-scale CNNs that `compare` puts side by side (the small-input nets
 # lenet5, simple_cnn, text_cnn and conv_autoencoder are described one at a time).
 CNN_ZOO = (
@@ -309,35 +311,26 @@ def layer_macs(layer: Any, inputs: Sequence[Sequence[Any]], output: Sequence[Any
         bwd = layer_macs(layer.backward_layer, inputs, output)
         return None if fwd is None or bwd is None else fwd + bwd
     if kind == "MultiHeadAttention":
-        return _attention_macs(layer, inputs)
+        return _attention_macs(layer, inputs, output)
     return None
 
 
-def _attention_macs(layer: Any, inputs: Sequence[Sequence[Any]]) -> int:
+def _attention_macs(layer: Any, inputs: Sequence[Sequence[Any]], output: Sequence[Any]) -> int:
     query = inputs[0]
     value = inputs[1] if len(inputs) > 1 else query
     key = inputs[2] if len(inputs) > 2 else value
     t, s = query[1], value[1]
     heads, dk = layer.num_heads, layer.key_dim
     dv = layer.value_dim or dk
-    d_out = layer._output_shape or query[-1]  # private: no public accessor
-    d_out = d_out[-1] if isinstance(d_out, Sequence) else d_out
+    d_out = output[-1]  # the output projection's width (`output_shape`, else the query's)
     projections = t * query[-1] * heads * dk + s * key[-1] * heads * dk + s * value[-1] * heads * dv
     attention = heads * t * s * dk + heads * t * s * dv
     return int(projections + attention + t * heads * dv * d_out)
 
 
 # ------------------------------------------------------------- the walking
-def _node(layer: Any) -> Any:
-    # Keras 3 keeps the functional graph in `_inbound_nodes`; there is no public view
-    # of a layer's call inside a model that also gives its input shapes.
-    nodes = getattr(layer, "_inbound_nodes", [])
-    return nodes[0] if nodes else None
-
-
-def _shapes(tensors: Any) -> list[tuple[Any, ...]]:
-    flat = tensors if isinstance(tensors, (list, tuple)) else [tensors]
-    return [tuple(t.shape) for t in flat if hasattr(t, "shape")]
+def _shapes(tensors: list[Any]) -> list[tuple[Any, ...]]:
+    return [tuple(t.shape) for t in tensors]
 
 
 def _is_model(layer: Any) -> bool:
@@ -348,13 +341,13 @@ def _is_model(layer: Any) -> bool:
 
 def _rows(model: Any, prefix: str = "") -> list[LayerRow]:
     rows: list[LayerRow] = []
+    graph = compat.LayerGraph(model)
     for layer in model.layers:
         if _is_model(layer):
             rows.extend(_rows(layer, f"{prefix}{layer.name}/"))
             continue
-        node = _node(layer)
-        inputs = _shapes(node.input_tensors) if node is not None else []
-        outputs = _shapes(node.output_tensors) if node is not None else []
+        tensors_in, tensors_out = graph.call_tensors(layer)
+        inputs, outputs = _shapes(tensors_in), _shapes(tensors_out)
         output = outputs[0] if outputs else tuple(layer.output.shape)
         if type(layer).__name__ == "InputLayer":
             output = tuple(layer.output.shape)
@@ -380,23 +373,20 @@ def model_depth(model: Any) -> int:
             return model_depth(layer)
         return 1 if type(layer).__name__ in _DEPTH else 0
 
-    def parents(layer: Any) -> list[Any]:
-        node = _node(layer)
-        return [p.operation for p in node.parent_nodes] if node is not None else []
-
-    outputs = [t._keras_history.operation for t in model.outputs]
+    graph = compat.LayerGraph(model)
+    outputs = graph.output_layers()
     stack = [(layer, False) for layer in outputs]
     while stack:  # iterative post-order: ResNet-152 is deeper than Python's recursion
         layer, ready = stack.pop()
         if id(layer) in depth:
             continue
-        ups = parents(layer)
+        ups = graph.parents(layer)
         if ready:
             depth[id(layer)] = own(layer) + max((depth[id(p)] for p in ups), default=0)
         else:
             stack.append((layer, True))
             stack.extend((p, False) for p in ups if id(p) not in depth)
-    return max(depth[id(layer)] for layer in outputs)
+    return max((depth[id(layer)] for layer in outputs), default=0)
 
 
 def describe_model(

@@ -126,6 +126,14 @@ def build(name: str, *, input_shape: tuple[int, ...], num_classes: int | None, *
         num_classes: size of the classifier head (``None`` for models without one).
         **options: the builder's keyword options; preset defaults apply first.
     """
+    import keras
+
     item = entry(name)
     merged = {**item.defaults, **validate_options(name, options)}
-    return item.fn(input_shape=tuple(input_shape), num_classes=num_classes, **merged)
+    model = item.fn(input_shape=tuple(input_shape), num_classes=num_classes, **merged)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"The builder of model `{name}` ({item.fn.__qualname__}) returned "
+            f"{type(model).__name__}; expected a keras.Model."
+        )
+    return model

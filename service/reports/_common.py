@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.config.vocab import CLASSIFICATION_TASKS, TASKS
 from service.errors import check_choice, invalid_value
+from service.vocab import CLASSIFICATION_TASKS, TASKS
 
 DPI = 100
 CLASSIFICATION = CLASSIFICATION_TASKS

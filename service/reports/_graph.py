@@ -13,9 +13,10 @@ shares every weight with the original (no copies), takes the same raw inputs
 (preprocessing layers included) and can output any layer's input or output tensor.
 Works for any nesting depth and for layers before or after the nested model.
 
-The graph walk uses `Functional._run_through_graph`, the method Keras itself runs in
-`Functional.call`; it is private, so `tests/test_reports.py` checks that the flat
-model reproduces the original model's outputs.
+The graph walk is `service.compat.run_through_graph` (Keras' own, private, walk in
+`Functional.call`, behind a version gate); `tests/test_reports.py` checks that the
+flat model reproduces the original model's outputs. Outside the gate's Keras range
+`tap` raises `NotApplicable` and the pictures that need it are not drawn.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service import compat
 from service.errors import invalid_value
+from service.reports._common import NotApplicable
 
 # Layer classes whose output is a (batch, height, width, channels) feature map.
 SPATIAL_CONV_CLASSES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
@@ -33,9 +36,7 @@ SPATIAL_CONV_CLASSES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
 def _is_container(layer: Any) -> bool:
     import keras
 
-    return isinstance(layer, keras.Sequential) or (
-        isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph")
-    )
+    return isinstance(layer, keras.Sequential) or compat.is_functional(layer)
 
 
 def walk_layers(model: Any) -> Iterator[Any]:
@@ -137,7 +138,12 @@ def tap(model: Any, layers: Sequence[Any], *, inputs_of: Sequence[Any] = ()) -> 
             for layer in container.layers:
                 x = hook(layer)(x)
             return x
-        return container._run_through_graph(x, operation_fn=hook)
+        out = compat.run_through_graph(container, x, operation_fn=hook)
+        if out is None:
+            raise NotApplicable(
+                f"cannot look inside model {container.name!r} with this Keras version"
+            )
+        return out
 
     if not model.inputs:
         raise ValueError(f"Model {model.name!r} has no defined inputs; build it on keras.Input.")

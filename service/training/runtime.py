@@ -101,112 +101,6 @@ def worker_shard() -> tuple[int, int]:
     return len(order), order.index(me)
 
 
-def _patch_multi_worker_symbolic_build() -> None:
-    """Work around two Keras 3 (3.15) failures of `fit` under a multi-worker strategy.
-
-    1. Before the first step Keras builds metrics symbolically from one batch,
-       which it MEAN-reduces across replicas; with MultiWorkerMirroredStrategy on
-       more than one worker that reduce fails ("Attempt to convert a value
-       (PerReplica...)"). The batch is only needed for its structure and shapes,
-       so take the local replica's value instead.
-    2. Step outputs are reduced with ``axis=0``, which scalars do not have.
-
-    Applied only for ``distribution: multi_worker``; `tests/test_distributed.py`
-    runs two real workers, so a Keras upgrade that changes these internals fails
-    there, not in a user's cluster.
-    """
-    import tensorflow as tf
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    cls = tf_trainer.TensorFlowTrainer
-    if getattr(cls._maybe_symbolic_build, "_kts_patched", False):
-        return
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return
-        if iterator is not None:
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tree.map_structure(
-                    lambda v: (
-                        self.distribute_strategy.experimental_local_results(v)[0]
-                        if isinstance(v, tf.distribute.DistributedValues)
-                        else v
-                    ),
-                    batch,
-                )
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    _maybe_symbolic_build._kts_patched = True  # type: ignore[attr-defined]
-    cls._maybe_symbolic_build = _maybe_symbolic_build
-
-    # Step outputs (loss and metric values) are scalars, which Keras MEAN-reduces
-    # across workers along axis 0; a scalar has no axis 0, so reduce it whole.
-    original_reduce = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
-            strategy
-        ):
-            return tree.map_structure(
-                lambda v: (
-                    strategy.reduce("MEAN", v, axis=None)
-                    if isinstance(v, tf.distribute.DistributedValues) or tf.is_tensor(v)
-                    else v
-                ),
-                values,
-            )
-        return original_reduce(values, strategy, reduction)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
-def _gradient_registry() -> dict[str, Any] | None:
-    """TensorFlow's process-wide gradient registry (a private dict), if it is where we know."""
-    try:
-        from tensorflow.python.framework import ops
-    except ImportError:
-        return None
-    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
-    return registry if isinstance(registry, dict) else None
-
-
-def traced_gradients() -> frozenset[str]:
-    """Names of the ``tf.custom_gradient`` functions TensorFlow holds now (for `release_traced`)."""
-    registry = _gradient_registry()
-    return frozenset(k for k in registry or () if k.startswith("CustomGradient-"))
-
-
-def release_traced(before: frozenset[str]) -> int:
-    """Forget the ``tf.custom_gradient`` functions registered since ``before``; how many.
-
-    Why: every trace of a Keras 3 train step on TensorFlow registers a new
-    ``CustomGradient-<n>`` function in TensorFlow's global gradient registry (the
-    optimizer's cross-replica all-reduce is a ``tf.custom_gradient``), and nothing
-    ever removes it. Each one holds its traced graph and, through it, the model:
-    about 4 MB for a tiny MLP, never freed, not even by
-    ``keras.backend.clear_session``. A search that builds hundreds of models in one
-    process would grow without bound. Call this only when every model traced since
-    ``before`` is discarded (a finished trial), then `keras.backend.clear_session`.
-
-    Example:
-        >>> before = traced_gradients()
-        >>> ...  # build, fit and drop a model
-        >>> release_traced(before)  # doctest: +SKIP
-    """
-    registry = _gradient_registry()
-    if registry is None:
-        return 0
-    stale = [k for k in registry if k.startswith("CustomGradient-") and k not in before]
-    for name in stale:
-        registry.pop(name, None)
-    return len(stale)
-
-
 def configure(*, seed: int, precision: str = "auto", distribution: str = "auto") -> Runtime:
     """Seed everything, set the dtype policy and pick a distribution strategy.
 
@@ -223,8 +117,9 @@ def configure(*, seed: int, precision: str = "auto", distribution: str = "auto")
 
     # The multi-worker strategy must exist before any other TF op runs.
     if distribution == "multi_worker":
+        # Keras' fit needs a mend under it: `service.compat.multi_worker_fit`, around
+        # each fit (`service.training.trainer.fit`).
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        _patch_multi_worker_symbolic_build()
     else:
         strategy = None
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from service.config.vocab import DEFAULT_LOSS, LOSS_ACTIVATIONS, LOSSES_BY_TASK, VALUE_TASKS
 from service.errors import UserError
+from service.vocab import DEFAULT_LOSS, LOSS_ACTIVATIONS, LOSSES_BY_TASK, VALUE_TASKS
 
 
 def final_activation(model) -> str:
@@ -163,6 +163,7 @@ def fit(
     says and calls ``model.fit``. With ``monitor``, its callback runs first and the
     train input is stamped for the input-wait diagnosis. Returns Keras' History.
     """
+    from service import compat
     from service.data.stream import part_dataset
 
     bs = cfg.training.batch_size
@@ -183,16 +184,17 @@ def fit(
         if data.task in ("multiclass", "binary")
         else None
     )
-    return model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        class_weight=weights,
-        shuffle=False,  # the train dataset shuffles itself each epoch
-    )
+    with compat.multi_worker_fit(model.distribute_strategy):
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            class_weight=weights,
+            shuffle=False,  # the train dataset shuffles itself each epoch
+        )
 
 
 def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> str:
