@@ -22,13 +22,13 @@ import hashlib
 import json
 import math
 import os
-import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.atomic import write_atomic
 from service.config import RunConfig
 from tuning.space import apply, declare, trial_values
 from tuning.tracking import TrialTracker, log_summary
@@ -182,9 +182,7 @@ def _save_histories(path: Path, results: Any, initial_epoch: int) -> None:
         for h in histories
         if hasattr(h, "history")
     ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"initial_epoch": initial_epoch, "histories": logs}))
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"initial_epoch": initial_epoch, "histories": logs}))
 
 
 def _tracked(
@@ -327,11 +325,12 @@ def _atomic_keras_tuner_saves() -> None:
     as a trial ends and the next begins -- when a kill is most likely to land, since
     that is when a finished trial becomes visible. A file left half written stops the
     resumed search with a JSON error. All those writes go through
-    ``keras_tuner.src.utils.save_json``; local paths now get a temporary file renamed
-    over the old one (a reader or a resumed search sees the old file or the new one),
+    ``keras_tuner.src.utils.save_json``; local paths now go through
+    `service.atomic.write_atomic` (a reader or a resumed search sees the old file or
+    the new one),
     other file systems (``gs://``) keep Keras-Tuner's own write. A Keras-Tuner without
-    that function keeps its own writes too. A kill mid-write leaves only a
-    ``*.json.tmp-*`` file beside the intact one.
+    that function keeps its own writes too. A kill mid-write leaves only a hidden
+    ``.tmp-*-<name>.json`` file beside the intact one.
     """
     try:
         from keras_tuner.src import utils
@@ -347,10 +346,7 @@ def _atomic_keras_tuner_saves() -> None:
         if "://" in str(path):
             return str(original(path, obj))
         text = json.dumps(obj)
-        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
         return text
 
     save_json.kts_atomic = True  # type: ignore[attr-defined]
