@@ -193,24 +193,27 @@ def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
     )
     check_outputs(cfg, output_json=output_json, is_chief=is_chief)
     lock = RunLock(cfg.run_dir, pipeline=cfg.name, task=None if is_chief else task)
-    with lock, _sigterm_unwinds() as termination:
-        return _execute(cfg, is_chief=is_chief, task=task, stopping=termination.seen.set)
+    with lock, _sigterm_unwinds() as stops:
+        return _execute(cfg, is_chief=is_chief, task=task, stopping=stops.seen)
 
 
 class _Termination:
-    """SIGTERM as `Terminated` in the main thread, sent again until the run has seen it.
+    """A stop signal as an exception in the main thread, sent again until the run has seen it.
 
-    Python runs a signal handler between two bytecodes of the main thread, wherever that
-    is; an exception raised there while the interpreter runs a garbage-collection
-    callback is printed and dropped ("Exception ignored in ..."), and the run would go
-    on. So after the first SIGTERM a daemon thread sends another every second until
-    the runner has caught `Terminated` (``seen``); from then on SIGTERM is ignored while
-    the run unwinds (ends its MLflow run, removes its lock).
+    SIGTERM becomes `Terminated`, SIGINT (Ctrl-C) `KeyboardInterrupt`. Python runs a
+    signal handler between two bytecodes of the main thread, wherever that is; an
+    exception raised there while the interpreter runs a garbage-collection callback is
+    printed and dropped ("Exception ignored in ..."), and the run would go on (seen
+    here: a Ctrl-C at an epoch end once let the run finish with exit 0). So after the
+    first signal a daemon thread sends another every second until the runner has
+    caught the exception (``seen``); from then on the signal is ignored while the run
+    unwinds (ends its MLflow run, removes its lock).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, signum: int, error: type[BaseException]) -> None:
         import threading
 
+        self.signum, self.error = signum, error
         self.seen = threading.Event()
         self._nag_thread: threading.Thread | None = None
 
@@ -220,39 +223,55 @@ class _Termination:
         if self._nag_thread is None:
             import threading
 
-            self._nag_thread = threading.Thread(target=self._nag, name="kts-sigterm", daemon=True)
+            self._nag_thread = threading.Thread(target=self._nag, name="kts-signal", daemon=True)
             self._nag_thread.start()
-        raise Terminated()
+        raise self.error()
 
     def _nag(self) -> None:
-        import signal
-
         while not self.seen.wait(1.0):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
     def stop(self) -> None:
-        """No more SIGTERMs from the nag thread (before the default handler is back)."""
+        """No more signals from the nag thread (before the previous handler is back)."""
         self.seen.set()
         if self._nag_thread is not None:
             self._nag_thread.join(timeout=5)
 
 
+class _Stops:
+    """The run's `_Termination` for SIGTERM and for SIGINT; ``seen`` marks both caught."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.handlers = [
+            _Termination(signal.SIGTERM, Terminated),
+            _Termination(signal.SIGINT, KeyboardInterrupt),
+        ]
+
+    def seen(self) -> None:
+        for one in self.handlers:
+            one.seen.set()
+
+
 @contextmanager
-def _sigterm_unwinds() -> Iterator[_Termination]:
-    """Turn SIGTERM into `Terminated` while the run lasts (main thread only)."""
+def _sigterm_unwinds() -> Iterator[_Stops]:
+    """Turn SIGTERM into `Terminated` and SIGINT into `KeyboardInterrupt` while the run
+    lasts, each sent again until caught (main thread only)."""
     import signal
     import threading
 
-    termination = _Termination()
+    stops = _Stops()
     if threading.current_thread() is not threading.main_thread():
-        yield termination
+        yield stops
         return
-    previous = signal.signal(signal.SIGTERM, termination.handler)
+    previous = {t.signum: signal.signal(t.signum, t.handler) for t in stops.handlers}
     try:
-        yield termination
+        yield stops
     finally:
-        termination.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for one in stops.handlers:
+            one.stop()
+            signal.signal(one.signum, previous[one.signum])
 
 
 def _execute(
