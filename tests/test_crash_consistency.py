@@ -212,7 +212,11 @@ def _snapshot(folder: Path, name: str) -> dict[str, Any]:
 
 def _assert_converged(chain_dir: Path, reference_dir: Path, name: str) -> None:
     got, want = _snapshot(chain_dir, name), _snapshot(reference_dir, name)
-    for part in want:  # one part at a time: a readable difference
+    assert sorted(got["runs"]) == sorted(want["runs"])
+    for role, record in want["runs"].items():  # field by field: a readable difference
+        for field, value in record.items():
+            assert got["runs"][role][field] == value, (role, field)
+    for part in want:
         assert got[part] == want[part], part
     leftovers = [p for p in chain_dir.rglob("*") if p.name.startswith((".tmp-", ".export-"))]
     assert not leftovers, leftovers
