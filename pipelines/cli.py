@@ -51,8 +51,9 @@ def run(config: Path | None, overrides: tuple[str, ...], output_json: Path | Non
     click.echo(summary.to_text())
     if output_json is not None:
         try:
-            output_json.parent.mkdir(parents=True, exist_ok=True)
-            output_json.write_text(summary.to_json() + "\n", encoding="utf-8")
+            from service.atomic import write_atomic
+
+            write_atomic(output_json, summary.to_json() + "\n")
         except OSError as err:
             raise UserError(
                 f"--output-json: cannot write {output_json} ({err.strerror or err}); the run "

@@ -46,8 +46,10 @@ def split_tags(cfg: RunConfig, parts: Any) -> dict[str, Any]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.asarray(array, dtype="<u8"), allow_pickle=False)
+    from service.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.asarray(array, dtype="<u8"), allow_pickle=False)
     return path
 
 
@@ -62,7 +64,16 @@ def log_fit_keys(cfg: RunConfig, tracker: Any, parts: Any) -> None:
 
 
 def log_blessing(cfg: RunConfig, tracker: Any, blessing: Blessing) -> None:
-    """The bless record on the run: verdict, reason, and which rows were compared."""
+    """The bless record on the run: verdict, reason, and which rows were compared.
+
+    Written before anything is exported: the compared rows' keys first, then the tags
+    in one request, the verdict's commit point (`recorded_blessing` reads it back when
+    a killed run is started again: the gate is not asked twice, and never compares
+    the run with its own registered version).
+    """
+    if blessing.row_keys is not None:
+        path = _save_npy(cfg.run_dir / BLESS_KEYS, np.sort(blessing.row_keys))
+        tracker.log_artifact(path, str(Path(BLESS_KEYS).parent))
     tags: dict[str, Any] = {"kts.blessed": blessing.blessed, "kts.bless_reason": blessing.reason}
     if blessing.champion_version is not None:
         tags["kts.bless_champion_version"] = blessing.champion_version
@@ -74,9 +85,27 @@ def log_blessing(cfg: RunConfig, tracker: Any, blessing: Blessing) -> None:
         if value is not None:
             tags[f"kts.bless_{who}_score"] = repr(float(value))
     tracker.set_tags(tags)
-    if blessing.row_keys is not None:
-        path = _save_npy(cfg.run_dir / BLESS_KEYS, np.sort(blessing.row_keys))
-        tracker.log_artifact(path, str(Path(BLESS_KEYS).parent))
+
+
+def recorded_blessing(tracker: Any) -> Blessing | None:
+    """The verdict `log_blessing` recorded on the tracker's run, or None if there is none."""
+    run = tracker.guarded("get_run", tracker.client.get_run, tracker.run_id)
+    tags = run.data.tags if run is not None else {}
+    if "kts.blessed" not in tags:
+        return None
+
+    def number(key: str, kind: Any) -> Any:
+        return kind(tags[key]) if key in tags else None
+
+    return Blessing(
+        tags["kts.blessed"] == "True",
+        tags.get("kts.bless_reason", ""),
+        champion_version=tags.get("kts.bless_champion_version"),
+        champion_score=number("kts.bless_champion_score", float),
+        candidate_score=number("kts.bless_candidate_score", float),
+        rows=number("kts.bless_rows", int),
+        rule=tags.get("kts.bless_rows_rule"),
+    )
 
 
 def _read_fit_keys(tracker: Any, run_id: str) -> Any:
@@ -266,27 +295,35 @@ def register(
     *,
     champion: bool,
 ) -> tuple[str, str] | None:
-    """Log ``exported`` as the run's MLflow model and register a version of it.
+    """Log ``exported`` as the run's MLflow model and register a version of it, once.
 
     A blessed (``champion``) export is the served one: the version gets the alias
     ``champion`` and the serving version number as a tag. Otherwise it is a
     ``challenger``, registered for comparison but not served. Returns (version, alias),
     or None when tracking failed (reported; the run goes on).
     """
-    from service.tracking import CHALLENGER, CHAMPION
+    from service.failpoints import failpoint
+    from service.tracking import CHALLENGER, CHAMPION, version_of_run
 
     alias = CHAMPION if champion else CHALLENGER
-    rows = parts.split.validation[:2] if len(parts.split.validation) else parts.split.train[:2]
-    example = data.take(rows)
-    example = example.astype(str) if data.kind == "text" else example
     link: dict[str, Any] = {"kts.export_path": exported.path}
     if champion:
         link["kts.serving_version"] = exported.version
-    model_uri = tracker.log_serving_model(
-        exported.path, example={data.input_name: example}, tags=link
+    # A version made from this run by a killed attempt: only its alias may be missing.
+    done = tracker.guarded(
+        "search_model_versions", version_of_run, tracker.client, cfg.registered_name, tracker.run_id
     )
-    if model_uri is None:
-        return None
+    model_uri = ""
+    if done is None:
+        rows = parts.split.validation[:2] if len(parts.split.validation) else parts.split.train[:2]
+        example = data.take(rows)
+        example = example.astype(str) if data.kind == "text" else example
+        model_uri = tracker.log_serving_model(
+            exported.path, example={data.input_name: example}, tags=link
+        )
+        if model_uri is None:
+            return None
+        failpoint("register.model_logged")
     version = tracker.register(
         cfg.registered_name,
         source=model_uri,

@@ -28,9 +28,11 @@ import yaml
 from pipelines import steps
 from service.config import RunConfig, check_bless_metric, flatten
 from service.errors import Terminated
+from service.failpoints import failpoint
 
 # Test rows the report pictures read (the metrics use every test row).
 REPORT_ROWS = 2_000
+STARTED_TAG = "kts.start_logged"  # params, tags, dataset and fit keys are on the run
 
 
 @dataclass
@@ -100,10 +102,11 @@ def _package_version() -> str:
 
 def write_resolved_config(cfg: RunConfig) -> Path:
     """Write the resolved config next to the run's working files."""
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    path = cfg.run_dir / "config.resolved.yaml"
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    return path
+    from service.atomic import write_atomic
+
+    return write_atomic(
+        cfg.run_dir / "config.resolved.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    )
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -111,7 +114,16 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 class RunState:
-    """``runs/<name>/state.json``: which MLflow run an unfinished attempt was writing."""
+    """``runs/<name>/state.json``: the attempt of this config that has not finished yet.
+
+    An attempt is one `kts run` of a config until it finishes, however many times it
+    is killed and started again on the way. Its token (``attempt``) is written here
+    before its MLflow run is created (the run carries it as a tag), and into every
+    export version it writes: a restarted attempt finds its run and its export by
+    it. ``status`` goes ``starting`` (no run id yet) -> ``running`` -> ``finished``,
+    the last only once every record of the run is written; a kill before that and the
+    same command continue the same attempt.
+    """
 
     def __init__(self, cfg: RunConfig, task: str | None = None):
         self.path = cfg.run_dir / "state.json"
@@ -119,22 +131,28 @@ class RunState:
         # volume shared by every worker, and two writers of one weights file collide.
         suffix = "" if task in (None, "chief/0") else "-" + task.replace("/", "-")
         self.backup_dir = cfg.run_dir / f"backup{suffix}"
-        self.tuning_dir = cfg.run_dir / "tuning"  # a killed search resumes in the same run
+        self.trained_dir = cfg.run_dir / "trained"  # the trained model, until the run ends
         self.digest = config_hash(cfg)
+        self.attempt: str | None = None
 
-    def resumable_run_id(self) -> str | None:
-        """The run id to continue, if the last attempt with this config was interrupted."""
+    def _read(self) -> dict[str, Any]:
         try:
             state = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return None
-        if (
-            state.get("status") == "running"
-            and state.get("config") == self.digest
-            and (self.backup_dir.is_dir() or self.tuning_dir.is_dir())
-        ):
-            return state.get("run_id")
-        return None
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def unfinished(self) -> tuple[str | None, str | None]:
+        """(run id, attempt token) of an unfinished attempt with this config, else Nones."""
+        state = self._read()
+        if state.get("status") in ("starting", "running") and state.get("config") == self.digest:
+            return state.get("run_id"), state.get("attempt")
+        return None, None
+
+    def unfinished_run_id(self) -> str | None:
+        """The MLflow run of the unfinished attempt, whatever its config (None if none)."""
+        state = self._read()
+        return state.get("run_id") if state.get("status") in ("starting", "running") else None
 
     def clear_stale_worker_backup(self) -> None:
         """A worker keeps its backup only if it was made with this very config."""
@@ -142,14 +160,15 @@ class RunState:
         if marker.is_file() and marker.read_text() == self.digest:
             return
         shutil.rmtree(self.backup_dir, ignore_errors=True)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(self.digest)
+        from service.atomic import write_atomic
+
+        write_atomic(marker, self.digest)
 
     def write(self, run_id: str | None, status: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": run_id, "status": status, "config": self.digest}))
-        tmp.replace(self.path)
+        from service.atomic import write_atomic
+
+        record = {"run_id": run_id, "status": status, "config": self.digest}
+        write_atomic(self.path, json.dumps({**record, "attempt": self.attempt}))
 
 
 # -------------------------------------------------------------------- run
@@ -164,31 +183,37 @@ def run(cfg: RunConfig, *, output_json: Path | None = None) -> RunSummary:
     """
     from pipelines.lock import RunLock
     from pipelines.preflight import check_outputs
+    from service.failpoints import check_env
     from service.training.runtime import cluster_role
+
+    check_env()  # the crash tests' hook, when set, is well formed
 
     is_chief, task = (
         cluster_role() if cfg.training.distribution == "multi_worker" else (True, "chief/0")
     )
     check_outputs(cfg, output_json=output_json, is_chief=is_chief)
     lock = RunLock(cfg.run_dir, pipeline=cfg.name, task=None if is_chief else task)
-    with lock, _sigterm_unwinds() as termination:
-        return _execute(cfg, is_chief=is_chief, task=task, stopping=termination.seen.set)
+    with lock, _sigterm_unwinds() as stops:
+        return _execute(cfg, is_chief=is_chief, task=task, stopping=stops.seen)
 
 
 class _Termination:
-    """SIGTERM as `Terminated` in the main thread, sent again until the run has seen it.
+    """A stop signal as an exception in the main thread, sent again until the run has seen it.
 
-    Python runs a signal handler between two bytecodes of the main thread, wherever that
-    is; an exception raised there while the interpreter runs a garbage-collection
-    callback is printed and dropped ("Exception ignored in ..."), and the run would go
-    on. So after the first SIGTERM a daemon thread sends another every second until
-    the runner has caught `Terminated` (``seen``); from then on SIGTERM is ignored while
-    the run unwinds (ends its MLflow run, removes its lock).
+    SIGTERM becomes `Terminated`, SIGINT (Ctrl-C) `KeyboardInterrupt`. Python runs a
+    signal handler between two bytecodes of the main thread, wherever that is; an
+    exception raised there while the interpreter runs a garbage-collection callback is
+    printed and dropped ("Exception ignored in ..."), and the run would go on (seen
+    here: a Ctrl-C at an epoch end once let the run finish with exit 0). So after the
+    first signal a daemon thread sends another every second until the runner has
+    caught the exception (``seen``); from then on the signal is ignored while the run
+    unwinds (ends its MLflow run, removes its lock).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, signum: int, error: type[BaseException]) -> None:
         import threading
 
+        self.signum, self.error = signum, error
         self.seen = threading.Event()
         self._nag_thread: threading.Thread | None = None
 
@@ -198,39 +223,55 @@ class _Termination:
         if self._nag_thread is None:
             import threading
 
-            self._nag_thread = threading.Thread(target=self._nag, name="kts-sigterm", daemon=True)
+            self._nag_thread = threading.Thread(target=self._nag, name="kts-signal", daemon=True)
             self._nag_thread.start()
-        raise Terminated()
+        raise self.error()
 
     def _nag(self) -> None:
-        import signal
-
         while not self.seen.wait(1.0):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
     def stop(self) -> None:
-        """No more SIGTERMs from the nag thread (before the default handler is back)."""
+        """No more signals from the nag thread (before the previous handler is back)."""
         self.seen.set()
         if self._nag_thread is not None:
             self._nag_thread.join(timeout=5)
 
 
+class _Stops:
+    """The run's `_Termination` for SIGTERM and for SIGINT; ``seen`` marks both caught."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.handlers = [
+            _Termination(signal.SIGTERM, Terminated),
+            _Termination(signal.SIGINT, KeyboardInterrupt),
+        ]
+
+    def seen(self) -> None:
+        for one in self.handlers:
+            one.seen.set()
+
+
 @contextmanager
-def _sigterm_unwinds() -> Iterator[_Termination]:
-    """Turn SIGTERM into `Terminated` while the run lasts (main thread only)."""
+def _sigterm_unwinds() -> Iterator[_Stops]:
+    """Turn SIGTERM into `Terminated` and SIGINT into `KeyboardInterrupt` while the run
+    lasts, each sent again until caught (main thread only)."""
     import signal
     import threading
 
-    termination = _Termination()
+    stops = _Stops()
     if threading.current_thread() is not threading.main_thread():
-        yield termination
+        yield stops
         return
-    previous = signal.signal(signal.SIGTERM, termination.handler)
+    previous = {t.signum: signal.signal(t.signum, t.handler) for t in stops.handlers}
     try:
-        yield termination
+        yield stops
     finally:
-        termination.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for one in stops.handlers:
+            one.stop()
+            signal.signal(one.signum, previous[one.signum])
 
 
 def _execute(
@@ -240,15 +281,25 @@ def _execute(
     from pipelines.stderr import quiet_tensorflow
 
     quiet_tensorflow()
+    import uuid
+
     from service.tracking import Tracker
     from service.training.runtime import configure
 
     state = RunState(cfg, task if not is_chief else None)
-    resume_id = state.resumable_run_id() if cfg.training.resume and is_chief else None
+    resume_id, state.attempt = (
+        state.unfinished() if cfg.training.resume and is_chief else (None, None)
+    )
+    # Another config's unfinished run (or one `training.resume: false` starts over
+    # from) is not continued: it is ended as KILLED once the new run is open.
+    abandoned = state.unfinished_run_id() if is_chief else None
     if not is_chief:
         state.clear_stale_worker_backup()
-    elif resume_id is None:
-        shutil.rmtree(state.backup_dir, ignore_errors=True)  # never restore another config
+    elif state.attempt is None:
+        # A new attempt: never restore another config's (or a finished run's) model.
+        shutil.rmtree(state.backup_dir, ignore_errors=True)
+        shutil.rmtree(state.trained_dir, ignore_errors=True)
+        state.attempt = uuid.uuid4().hex
 
     runtime = configure(
         seed=cfg.seed, precision=cfg.training.precision, distribution=cfg.training.distribution
@@ -261,6 +312,9 @@ def _execute(
 
     tracker = None
     try:
+        if is_chief:
+            # The attempt is written down before its MLflow run exists (Tracker.start).
+            state.write(resume_id, "starting" if resume_id is None else "running")
         if cfg.tracking.enabled and is_chief:
             # Before any training: an unreachable required server fails fast (exit 2).
             tracker = Tracker.start(
@@ -270,12 +324,16 @@ def _execute(
                 required=cfg.tracking.required,
                 fallback_dir=cfg.run_dir,
                 resume_run_id=resume_id,
+                attempt=state.attempt,
             )
+            if abandoned and abandoned != tracker.run_id:
+                tracker.close_abandoned(abandoned)
             if cfg.tracking.system_metrics:
                 tracker.start_system_metrics(cfg.tracking.system_metrics_interval)
         if is_chief:
             state.write(tracker.run_id if tracker else None, "running")
         summary = Pipeline(cfg, tracker, runtime, state).run(data, parts)
+        failpoint("run.finishing")
     except BaseException as err:
         # Whatever stops the run (a user error found late, a fault, Ctrl-C, SIGTERM),
         # its MLflow run ends here: none is left RUNNING.
@@ -286,8 +344,10 @@ def _execute(
         raise
     if tracker is not None:
         tracker.end("FINISHED")
+    failpoint("run.ended")
     if is_chief:
-        state.write(summary.run_id, "finished")
+        state.write(summary.run_id, "finished")  # the attempt's commit point
+        shutil.rmtree(state.trained_dir, ignore_errors=True)
     return summary
 
 
@@ -309,14 +369,7 @@ class Pipeline:
             trained = self._tune(data, parts, callbacks)
             cfg = self.cfg
         else:
-            trained = steps.train(
-                cfg,
-                data,
-                parts,
-                runtime=runtime,
-                callbacks=callbacks,
-                backup_dir=self.state.backup_dir,
-            )
+            trained = steps.train(cfg, data, parts, callbacks=callbacks, **self._train_args())
         evaluated = steps.evaluate(cfg, data, parts, trained)
         metrics = {**evaluated.metrics, "best_epoch": float(trained.best_epoch)}
         if tracker is not None:
@@ -328,7 +381,9 @@ class Pipeline:
             )
         if tracker is not None:
             tracker.log_metrics(metrics)
-        # The gate only decides (exports come after); its verdict goes into the card.
+        failpoint("evaluate.logged")
+        # The gate only decides (exports come after); its verdict is recorded on the run
+        # before anything is exported, and goes into the card.
         blessing = self._bless(data, parts, metrics, evaluated) if runtime.is_chief else None
         if tracker is not None and cfg.tracking.reports:
             self._reports(data, parts, trained, evaluated, metrics, blessing)
@@ -343,22 +398,35 @@ class Pipeline:
 
         assert blessing is not None
         exported = registered = None
+        attempt = self.state.attempt
         if blessing.blessed and cfg.export.enabled:
-            exported = steps.export(cfg, data, trained, warmup_rows=parts.split.validation)
+            # Each step finds what a killed attempt of this run already did: its export
+            # version (by attempt), its labels (set again), its registered version.
+            exported = steps.export(
+                cfg, data, trained, warmup_rows=parts.split.validation, attempt=attempt
+            )
             self._promote(exported)
+            failpoint("export.promoted")
             registered = self._register(data, parts, exported, metrics, champion=True)
         elif cfg.export.enabled and self._registers() and cfg.registry.challengers:
             # Not served, but kept: an MLflow model under the `challenger` alias.
+            from serving.export import find_version
+
             scratch = cfg.run_dir / "challenger"
-            shutil.rmtree(scratch, ignore_errors=True)
+            if attempt is None or not find_version(
+                scratch / cfg.export_name, steps.ATTEMPT_KEY, attempt
+            ):
+                shutil.rmtree(scratch, ignore_errors=True)  # another attempt's copy
             candidate = steps.export(
-                cfg, data, trained, warmup_rows=parts.split.validation, base_path=str(scratch)
+                cfg,
+                data,
+                trained,
+                warmup_rows=parts.split.validation,
+                base_path=str(scratch),
+                attempt=attempt,
             )
             registered = self._register(data, parts, candidate, metrics, champion=False)
         if tracker is not None:
-            from pipelines.promotion import log_blessing
-
-            log_blessing(cfg, tracker, blessing)
             if exported is not None:
                 tracker.set_tags(
                     {"kts.export_path": exported.path, "kts.export_version": exported.version}
@@ -366,11 +434,27 @@ class Pipeline:
         return self._summary(data, parts, trained, metrics, blessing, exported, registered)
 
     # ------------------------------------------------------------ pieces
+    def _train_args(self) -> dict[str, Any]:
+        """How the run's model is trained: backed up every epoch, and checkpointed when
+        trained (not across multi-worker processes) so a killed run does not train twice."""
+        keep = self.runtime.is_chief and self.cfg.training.distribution != "multi_worker"
+        return dict(
+            runtime=self.runtime,
+            backup_dir=self.state.backup_dir,
+            checkpoint=self.state.trained_dir if keep else None,
+        )
+
     def _log_start(self, config_path: Path | None, data: Any, parts: Any) -> None:
+        """Params, config, tags, dataset, split and fit keys: once per run. The last
+        request sets `STARTED_TAG`; a resumed run without it logs them all again (each
+        is idempotent: same values, artifacts overwritten)."""
         cfg, tracker, runtime = self.cfg, self.tracker, self.runtime
         if tracker.resumed:
-            return  # params and tags were logged by the interrupted attempt
+            run = tracker.guarded("get_run", tracker.client.get_run, tracker.run_id)
+            if run is not None and STARTED_TAG in run.data.tags:
+                return  # logged by the interrupted attempt
         tracker.log_params(flatten(cfg.to_dict()))
+        failpoint("run.params_logged")
         if config_path is not None:
             tracker.log_artifact(config_path)
         from pipelines.promotion import log_fit_keys, split_tags
@@ -407,6 +491,7 @@ class Pipeline:
             ]
             tracker.log_text("\n".join(described[:10_000]) + "\n", "data/skipped_rows.txt")
         log_fit_keys(cfg, tracker, parts)
+        tracker.set_tags({STARTED_TAG: "true"})
 
     def _tune(self, data: Any, parts: steps.SplitResult, callbacks: list) -> steps.Trained:
         """Search on this run's split, then the run's model as `tuning.final` says.
@@ -431,13 +516,14 @@ class Pipeline:
             tracker=self.tracker,
             strategy=self.runtime.distributed_strategy,
         )
+        failpoint("tuning.searched")
         cfg = result.config
         assert cfg.tuning is not None
         final = cfg.tuning.final if result.best_trial_id is not None else "retrain"
         tags: dict[str, Any] = {"kts.tuning.final": final}
         if result.best_trial_id is None:
             tags["kts.tuning.final_note"] = "no trial completed: trained the configured values"
-        train = dict(runtime=self.runtime, callbacks=callbacks, backup_dir=self.state.backup_dir)
+        train = dict(callbacks=callbacks, **self._train_args())
         if final == "best_weights":
             trained = self._best_trial_model(result)
             tags.update(
@@ -568,9 +654,19 @@ class Pipeline:
     def _bless(
         self, data: Any, parts: Any, metrics: dict[str, float], evaluated: steps.Evaluated
     ) -> steps.Blessing:
-        from pipelines.promotion import bless
+        """The gate's verdict, recorded on the run; a resumed run's recorded one is kept
+        (asked again, the gate would compare the run with its own registered version)."""
+        from pipelines.promotion import bless, log_blessing, recorded_blessing
 
-        return bless(self.cfg, self.tracker, data, parts, metrics, evaluated.predictions)
+        tracker = self.tracker
+        recorded = recorded_blessing(tracker) if tracker is not None and tracker.resumed else None
+        if recorded is not None:
+            return recorded
+        blessing = bless(self.cfg, tracker, data, parts, metrics, evaluated.predictions)
+        if tracker is not None:
+            log_blessing(self.cfg, tracker, blessing)
+        failpoint("bless.recorded")
+        return blessing
 
     def _promote(self, exported: Any) -> None:
         """Move the serving `stable` label to the new version (after loading it once)."""

@@ -7,9 +7,12 @@ loadable version folder) so a broken step fails where it broke.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
-from dataclasses import dataclass, field, replace
+import shutil
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from service.config import RunConfig
 from service.data.sources import Dataset
 from service.data.split import Split
 from service.errors import UserError
+from service.failpoints import failpoint
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,7 @@ def train(
     callbacks: list,
     backup_dir: Path | None = None,
     fit_rows: np.ndarray | None = None,
+    checkpoint: Path | None = None,
 ) -> Trained:
     """Build the configured model (preprocessing fitted on train only) and fit it.
 
@@ -235,6 +240,11 @@ def train(
     preprocessing are fitted on those rows for exactly `training.epochs` epochs,
     with no validation data (early stopping must then be off); its best epoch is
     the last.
+
+    With ``checkpoint`` (a folder) the trained model is kept there (weights and what
+    `Trained` says) before the epoch backup in ``backup_dir`` is removed, and a model
+    found there for the same configuration and rows is loaded instead of training
+    again: a run killed after training resumes with the model it trained.
     """
     from service.data.stream import Shard
     from service.training import trainer
@@ -251,6 +261,12 @@ def train(
         loss = trainer.compile_model(
             model, cfg.training, data.task, steps_per_epoch=steps_per_epoch
         )
+    key = _trained_key(cfg, tr, va)
+    saved = _load_trained(checkpoint, key, model) if checkpoint is not None else None
+    if saved is not None:
+        if backup_dir is not None:
+            shutil.rmtree(backup_dir, ignore_errors=True)
+        return saved
     if shard is not None:
         _record_shard(cfg, runtime, data, shard, tr)
     monitor = trainer.InputMonitor(len(shard.rows(tr)) if shard else len(tr))
@@ -265,7 +281,9 @@ def train(
         # replayed epoch is not logged twice (the tracker skips logged steps).
         callbacks=callbacks
         + trainer.standard_callbacks(
-            cfg.training, backup_dir=str(backup_dir) if backup_dir else None
+            cfg.training,
+            backup_dir=str(backup_dir) if backup_dir else None,
+            keep_backup=checkpoint is not None,
         ),
         verbose=cfg.training.verbose,
         shard=shard,
@@ -282,7 +300,7 @@ def train(
     best = int(np.argmax(curve) if higher else np.argmin(curve))
     if va is None:
         best = len(hist["loss"]) - 1  # no held-out data: the last epoch is the model
-    return Trained(
+    trained = Trained(
         model,
         hist,
         first_epoch + len(hist["loss"]),
@@ -291,6 +309,50 @@ def train(
         first_epoch,
         input_bound=monitor.input_bound,
     )
+    if checkpoint is not None:
+        _save_trained(checkpoint, key, trained)
+        failpoint("train.saved")
+        if backup_dir is not None:
+            shutil.rmtree(backup_dir, ignore_errors=True)
+    return trained
+
+
+TRAINED_WEIGHTS = "model.weights.h5"
+TRAINED_FACTS = "trained.json"
+
+
+def _trained_key(cfg: RunConfig, train_rows: np.ndarray, val_rows: np.ndarray | None) -> str:
+    """What decides a trained model: the whole configuration and the rows it saw."""
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(train_rows, dtype="int64").tobytes())
+    digest.update(b"|" if val_rows is None else np.ascontiguousarray(val_rows, "int64").tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_trained(folder: Path, key: str, trained: Trained) -> None:
+    """The weights, then the facts naming them (the facts file is the commit point)."""
+    from service.atomic import atomic_path, write_atomic
+
+    with atomic_path(folder / TRAINED_WEIGHTS) as tmp:
+        trained.model.save_weights(str(tmp))
+    facts = {f.name: getattr(trained, f.name) for f in fields(trained) if f.name != "model"}
+    facts["key"] = key
+    write_atomic(folder / TRAINED_FACTS, json.dumps(facts))
+
+
+def _load_trained(folder: Path, key: str, model: Any) -> Trained | None:
+    """The model checkpointed for ``key`` loaded into ``model``; None when there is none."""
+    try:
+        facts = json.loads((folder / TRAINED_FACTS).read_text())
+    except (OSError, ValueError):
+        return None
+    if facts.pop("key", None) != key:
+        return None
+    try:
+        model.load_weights(str(folder / TRAINED_WEIGHTS))
+    except Exception:  # unreadable or another architecture: train again
+        return None
+    return Trained(model=model, **facts)
 
 
 def _record_shard(cfg: RunConfig, runtime: Any, data: Dataset, shard: Any, rows: np.ndarray):
@@ -325,34 +387,60 @@ def export(
     *,
     warmup_rows: np.ndarray | None = None,
     base_path: str | None = None,
+    attempt: str | None = None,
 ) -> ExportResult:
-    """Write the next TF-Serving version of the model (warm-up requests from ``warmup_rows``)."""
-    from serving.export import export_saved_model
+    """Write the next TF-Serving version of the model (warm-up requests from ``warmup_rows``)
+    and list it in ``models.config`` as ``canary`` (`serving.config.register_version`).
 
-    warmup = None
-    if warmup_rows is not None and len(warmup_rows):
-        warmup = data.take(np.sort(warmup_rows)[:8])  # the first rows: read without a full pass
-        warmup = warmup.astype(str) if data.kind == "text" else warmup
+    ``attempt`` (the run's attempt token, see `pipelines.runner.RunState`) is written
+    into the version's ``kts_metadata.json``: a run started again after a kill finds
+    the version it already wrote and lists that one, instead of writing a second.
+    """
+    from serving.config import register_version
+    from serving.export import MODEL_CONFIG_NAME, Exported, export_saved_model, find_version
+
     base = base_path or cfg.export.base_path
-    try:
-        out = export_saved_model(
-            trained.model,
-            base_path=base,
-            model_name=cfg.export_name,
-            input_name=data.input_name,
-            task=data.task,
-            class_names=data.class_names,
-            warmup_inputs=warmup,
-        )
-    except OSError as err:
-        # The preflight found the folder writable; it changed during the run (a full
-        # disk, a mount gone read-only, a file put in its place).
-        field = "export.base_path" if base_path is None else "work_dir"  # a run-folder copy
-        raise UserError(
-            f"Invalid value for `{field}`: received {base!r}; writing the export "
-            f"failed ({err.strerror or err}: {err.filename or base}); expected a folder this "
-            "process can write in."
-        ) from None
-    if not (out.path / "saved_model.pb").is_file():
-        raise RuntimeError(f"export: {out.path} has no saved_model.pb")
+    model_dir = Path(base) / cfg.export_name
+    out: Exported | None = find_version(model_dir, ATTEMPT_KEY, attempt) if attempt else None
+    if out is None:
+        warmup = None
+        if warmup_rows is not None and len(warmup_rows):
+            # The first rows: read without a full pass.
+            warmup = data.take(np.sort(warmup_rows)[:8])
+            warmup = warmup.astype(str) if data.kind == "text" else warmup
+        try:
+            out = export_saved_model(
+                trained.model,
+                base_path=base,
+                model_name=cfg.export_name,
+                input_name=data.input_name,
+                task=data.task,
+                class_names=data.class_names,
+                warmup_inputs=warmup,
+                update_model_config=False,
+                metadata={ATTEMPT_KEY: attempt} if attempt else None,
+            )
+        except OSError as err:
+            # The preflight found the folder writable; it changed during the run (a full
+            # disk, a mount gone read-only, a file put in its place).
+            field = "export.base_path" if base_path is None else "work_dir"  # a run-folder copy
+            raise UserError(
+                f"Invalid value for `{field}`: received {base!r}; writing the export "
+                f"failed ({err.strerror or err}: {err.filename or base}); expected a folder this "
+                "process can write in."
+            ) from None
+        if not (out.path / "saved_model.pb").is_file():
+            raise RuntimeError(f"export: {out.path} has no saved_model.pb")
+    failpoint("export.written" if base_path is None else "challenger.exported")
+    register_version(
+        Path(base) / MODEL_CONFIG_NAME,
+        model_name=cfg.export_name,
+        base_path=model_dir,
+        version=out.version,
+    )
+    if base_path is None:
+        failpoint("export.labelled")
     return ExportResult(str(out.path.resolve()), out.version)
+
+
+ATTEMPT_KEY = "kts_attempt"  # in kts_metadata.json: the attempt token of the run that wrote it

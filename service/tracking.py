@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import UserError
+from service.failpoints import failpoint
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -225,6 +226,7 @@ def _create_store(db: Path) -> None:
     try:
         store = SqlAlchemyStore(f"sqlite:///{tmp.resolve()}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
         store.engine.dispose()
+        failpoint("store.migrated")
         os.replace(tmp, db)
     finally:
         for path in (tmp, tmp.with_name(tmp.name + "-journal")):
@@ -305,6 +307,17 @@ def open_client(uri: str) -> Any:
     return client
 
 
+ATTEMPT_TAG = "kts.attempt"  # names the attempt (state.json) that created a run
+
+
+def _run_of_attempt(client: Any, exp_id: str, attempt: str) -> str | None:
+    """The run created by ``attempt`` in experiment ``exp_id``, if there is one."""
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`{ATTEMPT_TAG}` = '{attempt}'", max_results=1
+    )
+    return found[0].info.run_id if found else None
+
+
 class Tracker:
     """One MLflow run, opened by `start` and closed by `end`.
 
@@ -322,6 +335,7 @@ class Tracker:
         self._reported = False
         self._pending: list[Any] = []
         self._system: Any = None
+        self._logged: set[tuple[str, int]] | None = None
 
     # ------------------------------------------------------------- start
     @classmethod
@@ -335,12 +349,16 @@ class Tracker:
         fallback_dir: Path,
         tags: Mapping[str, str] | None = None,
         resume_run_id: str | None = None,
+        attempt: str | None = None,
     ) -> Tracker:
         """Open a run in ``experiment`` (created if missing).
 
         With ``resume_run_id`` (a run of an interrupted attempt) that run is
         reopened instead of creating a new one, so a resumed training continues
-        the same MLflow run.
+        the same MLflow run. ``attempt`` (a token the caller wrote down before this
+        call) is set as the new run's tag `ATTEMPT_TAG`; without ``resume_run_id``,
+        a run already carrying it (created by an attempt killed before it could note
+        the run's id) is reopened instead of creating a second one.
         """
         uri = resolve_uri(uri)
         note = ""
@@ -361,6 +379,8 @@ class Tracker:
         else:
             exp_id = found.experiment_id
         run_id = None
+        if not resume_run_id and attempt:
+            resume_run_id = _run_of_attempt(client, exp_id, attempt)
         if resume_run_id:
             try:
                 old = client.get_run(resume_run_id)
@@ -370,9 +390,11 @@ class Tracker:
                 client.update_run(resume_run_id, status="RUNNING")
                 run_id = resume_run_id
         if run_id is None:
+            new_tags = {**(tags or {}), **({ATTEMPT_TAG: attempt} if attempt else {})}
             run_id = client.create_run(
-                exp_id, run_name=run_name or default_run_name(experiment), tags=dict(tags or {})
+                exp_id, run_name=run_name or default_run_name(experiment), tags=new_tags
             ).info.run_id
+            failpoint("run.created")
         tracker = cls(client, run_id, experiment, uri, note)
         tracker.resumed = run_id == resume_run_id
         return tracker
@@ -435,8 +457,32 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.log_batch(metrics=items, background=background)
+        logged = self._logged_before()
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if (k, step or 0) not in logged
+        ]
+        logged.update((m.key, m.step) for m in items)
+        if items:
+            self.log_batch(metrics=items, background=background)
+
+    def _logged_before(self) -> set[tuple[str, int]]:
+        """(metric, step) pairs a resumed run already holds: `log_metrics` skips them, so
+        an attempt that redoes a step after a kill never logs a metric step twice."""
+        if self._logged is None:
+            self._logged = set()
+            run = (
+                self.guarded("get_run", self.client.get_run, self.run_id) if self.resumed else None
+            )
+            for key in run.data.metrics if run is not None else ():
+                if key.startswith("system/"):
+                    continue  # MLflow's monitor logs those itself (resumed at its last step)
+                history = self.guarded(
+                    "get_metric_history", self.client.get_metric_history, self.run_id, key
+                )
+                self._logged.update((key, m.step) for m in history or [])
+        return self._logged
 
     def flush(self) -> None:
         """Wait for background logging calls to finish."""
@@ -575,6 +621,9 @@ class Tracker:
         # creates it in MLflow's active experiment (0, "Default", in a process that
         # never called `set_experiment`), and the run's page shows "Logged models (0)".
         run = self.client.get_run(self.run_id)
+        ready = self._logged_model_of_run(run.info.experiment_id)
+        if ready is not None:
+            return f"models:/{ready}"  # logged by an attempt killed before registering it
         logged = self.client.create_logged_model(
             run.info.experiment_id,
             name="model",
@@ -600,6 +649,22 @@ class Tracker:
                 ],
             )
         return str(info.model_uri)
+
+    def _logged_model_of_run(self, experiment_id: str) -> str | None:
+        """The id of this run's READY logged model ``model``; unfinished ones (a kill
+        while it was written) are deleted, so the run ends with exactly one."""
+        found = self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{self.run_id}'"
+        )
+        ready = None
+        for model in found:
+            if model.name != "model" or model.source_run_id != self.run_id:
+                continue
+            if str(model.status) == "READY" and ready is None:
+                ready = model.model_id
+            else:
+                self.client.delete_logged_model(model.model_id)
+        return ready
 
     @contextmanager
     def _fluent_store(self) -> Iterator[None]:
@@ -630,6 +695,21 @@ class Tracker:
                 )
 
         return self.guarded("register", call)
+
+    def close_abandoned(self, run_id: str) -> None:
+        """End ``run_id`` as KILLED if it is still RUNNING: the run of an earlier attempt
+        that will never be continued (another config, or `training.resume: false`)."""
+        from mlflow.exceptions import MlflowException
+
+        def close() -> None:
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException:
+                return  # deleted, or recorded in another store
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run_id, "KILLED")
+
+        self.guarded("end abandoned run", close)
 
     def end(self, status: str = "FINISHED") -> None:
         if self._system is not None:
@@ -677,6 +757,11 @@ class Tracker:
 
         class _EpochMetrics(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
+                self._log(epoch, logs)
+                if journal is not None:  # the run's own training, not a tuning trial
+                    failpoint("train.epoch_logged")
+
+            def _log(self, epoch, logs):
                 if epoch in done:
                     return
                 metrics = {
@@ -725,11 +810,35 @@ def register_version(
     tags: Mapping[str, Any],
     alias: str = CHAMPION,
 ) -> str:
-    """Register ``source`` as a new version of ``name`` under ``alias``; return the version.
+    """Register ``source`` as a version of ``name`` under ``alias``; return the version.
 
-    A new `champion` also takes the `challenger` alias off an older version (the
-    challenger lost to the previous champion, which this one beat).
+    Idempotent, so that a run killed part way and started again ends with one version:
+    a version of ``name`` already made from ``run_id`` is reused (a killed attempt
+    created it), and the alias is set whether or not it was already. A new `champion`
+    also takes the `challenger` alias off an older version (the challenger lost to the
+    previous champion, which this one beat).
     """
+    version = version_of_run(client, name, run_id)
+    if version is None:
+        version = create_version(client, name, run_id=run_id, source=source, tags=tags)
+    set_alias(client, name, alias, version)
+    return version
+
+
+def version_of_run(client: Any, name: str, run_id: str) -> str | None:
+    """The (lowest) registered version of ``name`` made from run ``run_id``, or None."""
+    found = [
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if v.run_id == run_id
+    ]
+    return str(min(found)) if found else None
+
+
+def create_version(
+    client: Any, name: str, *, run_id: str, source: str, tags: Mapping[str, Any]
+) -> str:
+    """A new version of ``name`` (created if missing) from ``source``; no alias yet."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -745,10 +854,18 @@ def register_version(
         # refuses the bare source).
         model_id=source.removeprefix("models:/") if source.startswith("models:/m-") else None,
     )
-    client.set_registered_model_alias(name, alias, version.version)
+    failpoint("register.version_created")
+    return str(version.version)
+
+
+def set_alias(client: Any, name: str, alias: str, version: str) -> None:
+    """Point ``alias`` at ``version`` (a `champion` also ends the `challenger` alias)."""
+    from mlflow.exceptions import MlflowException
+
+    client.set_registered_model_alias(name, alias, version)
     if alias == CHAMPION:
         try:
             client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException:
             pass  # there was no challenger
-    return str(version.version)
+    failpoint("register.aliased")

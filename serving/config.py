@@ -186,6 +186,8 @@ def write_model_server_config(path: str | Path, config: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(format_model_server_config(config))
+            out.flush()
+            os.fsync(out.fileno())  # renamed only once its bytes are on disk
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -71,6 +71,20 @@ def versions(model_dir: str | Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def find_version(model_dir: str | Path, key: str, value: str) -> Exported | None:
+    """The version whose ``kts_metadata.json`` has ``key`` == ``value`` (e.g. the run that
+    wrote it, see ``export_saved_model(metadata=...)``), or None."""
+    for version in versions(model_dir):
+        path = Path(model_dir) / str(version)
+        try:
+            meta = json.loads((path / "assets.extra" / "kts_metadata.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get(key) == value:
+            return Exported(path=path, version=version)
+    return None
+
+
 def next_version(model_dir: str | Path) -> int:
     """One more than the highest existing version (1 for an empty folder)."""
     existing = versions(model_dir)
@@ -225,6 +239,7 @@ def export_saved_model(
     warmup_inputs: Any = None,
     update_model_config: bool = True,
     label: str = CANARY,
+    metadata: dict[str, Any] | None = None,
 ) -> Exported:
     """Write ``model`` as the next version of ``model_name`` under ``base_path``.
 
@@ -242,6 +257,8 @@ def export_saved_model(
             rows), recorded as warm-up requests; None records one all-zeros example.
         update_model_config: also record the version in ``BASE/models.config``.
         label: the version label given to the new version there.
+        metadata: more keys for ``kts_metadata.json`` (e.g. which run wrote it, so a
+            run started again after a kill finds its export with `find_version`).
 
     Returns:
         The version folder and its number.
@@ -342,6 +359,7 @@ def export_saved_model(
             "warmup_records": records,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tensorflow": tf.__version__,
+            **(metadata or {}),
         }
         (extra / "kts_metadata.json").write_text(
             json.dumps(metadata, indent=2) + "\n", encoding="utf-8"

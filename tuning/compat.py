@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from service.atomic import write_atomic
 from service.compat import Gate
 
 LIGHT_TRIAL_BUILD = Gate(
@@ -120,10 +119,10 @@ def atomic_state_files() -> Iterator[None]:
     as a trial ends and the next begins -- when a kill is most likely to land, since
     that is when a finished trial becomes visible. A file left half written stops the
     resumed search with a JSON error. All those writes go through the private
-    ``keras_tuner.src.utils.save_json``; local paths now get a temporary file renamed
-    over the old one (a reader or a resumed search sees the old file or the new one),
-    other file systems (``gs://``) keep Keras-Tuner's own write. A kill mid-write
-    leaves only a ``*.json.tmp-*`` file beside the intact one. Outside
+    ``keras_tuner.src.utils.save_json``; local paths now go through
+    `service.atomic.write_atomic` (a reader or a resumed search sees the old file or the
+    new one), other file systems (``gs://``) keep Keras-Tuner's own write. A kill
+    mid-write leaves only a hidden temporary file beside the intact one. Outside
     `ATOMIC_STATE_FILES`'s range, or without that function, nothing is patched.
     """
     if not ATOMIC_STATE_FILES.open():
@@ -140,10 +139,7 @@ def atomic_state_files() -> Iterator[None]:
         if "://" in str(path):
             return str(original(path, obj))
         text = json.dumps(obj)
-        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
         return text
 
     save_json.kts_atomic = True  # type: ignore[attr-defined]

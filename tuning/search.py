@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.atomic import write_atomic
 from service.config import RunConfig
 from tuning.space import apply, declare, trial_values
 from tuning.tracking import TrialTracker, log_summary
@@ -191,9 +192,7 @@ def _save_histories(path: Path, results: Any, initial_epoch: int) -> None:
         for h in histories
         if hasattr(h, "history")
     ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"initial_epoch": initial_epoch, "histories": logs}))
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"initial_epoch": initial_epoch, "histories": logs}))
 
 
 def _copied(callbacks: list) -> list:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from service.atomic import write_atomic
+from service.failpoints import failpoint
 from service.tracking import Tracker
 
 TRIAL_TAG = "kts.trial_id"
@@ -74,12 +76,12 @@ class TrialTracker:
         pending = trial_dir / "kts_child_pending" if trial_dir is not None else None
         known_id = known.read_text().strip() if known is not None and known.is_file() else ""
         if known_id:
-            self.parent.guarded("delete_run", client.delete_run, known_id)
+            self._replace(known_id)
         elif pending is None or pending.is_file():
             for run in self.children(trial_id):
-                self.parent.guarded("delete_run", client.delete_run, run.info.run_id)
+                self._replace(run.info.run_id)
         if pending is not None:
-            pending.write_text(trial_id)
+            write_atomic(pending, trial_id)
         created = self.parent.guarded(
             "create_run",
             client.create_run,
@@ -97,13 +99,28 @@ class TrialTracker:
             return None
         if known is not None and pending is not None:
             # Atomic: a kill mid-write must not leave an empty id that hides the run.
-            tmp = known.with_name(known.name + ".tmp")
-            tmp.write_text(created.info.run_id)
-            os.replace(tmp, known)
+            write_atomic(known, created.info.run_id)
             pending.unlink(missing_ok=True)
         child = Tracker(client, created.info.run_id, self.parent.experiment, self.parent.uri, "")
         child.log_params(params, background=True)  # awaited by end() (Tracker.flush)
+        failpoint("tuning.trial_started")
         return child
+
+    def _replace(self, run_id: str) -> None:
+        """Retire the child run of a trial killed part way (it is run again): ended as
+        KILLED, so that no run is left RUNNING even among deleted ones, then deleted."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.parent.client
+
+        def retire() -> None:
+            try:
+                client.set_terminated(run_id, "KILLED")
+            except MlflowException:
+                pass  # already gone (deleted for good, or another store)
+            client.delete_run(run_id)
+
+        self.parent.guarded("delete_run", retire)
 
     def set_status(self, statuses: Mapping[str, str]) -> None:
         """Set ``kts.trial_status`` of finished trials' child runs (trial id -> status)."""
@@ -133,6 +150,7 @@ class TrialTracker:
         outcome = "FINISHED" if status == "COMPLETED" else "FAILED"
         child.guarded("end", child.client.set_terminated, child.run_id, outcome)
         child.flush()  # the params, the epochs' metrics, these tags and score
+        failpoint("tuning.trial_ended")
 
 
 def log_summary(

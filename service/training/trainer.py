@@ -218,9 +218,16 @@ def compile_model(model, training: Any, task: str, *, steps_per_epoch: int) -> s
     return loss
 
 
-def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
-    """Early stopping (with best-weights restore) and, when given, BackupAndRestore."""
+def standard_callbacks(training: Any, *, backup_dir: str | None, keep_backup: bool = False) -> list:
+    """Early stopping (with best-weights restore) and, when given, BackupAndRestore.
+
+    The backup is deleted when training ends unless ``keep_backup`` (the pipeline
+    removes it itself once the trained model is checkpointed: a kill in between must
+    not leave neither).
+    """
     import keras
+
+    from service.failpoints import failpoint
 
     callbacks = []
     es = training.early_stopping
@@ -239,7 +246,12 @@ def standard_callbacks(training: Any, *, backup_dir: str | None) -> list:
         # epoch's copy, which Keras falls back to when the newest file cannot be read.
         callbacks.append(
             keras.callbacks.BackupAndRestore(
-                backup_dir, delete_checkpoint=True, double_checkpoint=True
+                backup_dir, delete_checkpoint=not keep_backup, double_checkpoint=True
+            )
+        )
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: failpoint("train.epoch_saved")
             )
         )
     return callbacks
