@@ -35,6 +35,11 @@ server's ``kts_serving_batch_size`` metric.
 Run (from the repository root):
     .venv/bin/python -m bench.serving [--seconds 3] [--rounds 3] [--load auto|h2load|python]
         [--batch-timeout-micros 10000] [--json results.json] [--skip-mlflow]
+        [--concurrency 1,8,32] [--quick]
+
+``--quick`` is a smoke round (0.5 s per cell, one round, concurrency 1 and 32, MLflow's
+Keras flavor skipped: at c=32 it answers in seconds, so a short window counts none of
+its answers); flags given with it win. Its numbers are not results.
 
 The batching-on server waits up to ``--batch-timeout-micros`` for a batch to fill, as
 upstream's batcher does: 10 ms lets the c=32 batches reach 17-25 rows here (1 ms: 3-9),

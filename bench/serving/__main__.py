@@ -62,7 +62,27 @@ from bench.serving.servers import (
     wait_ready,
 )
 
-CONCURRENCY = (1, 8, 32)
+
+@dataclass(frozen=True)
+class Preset:
+    """What a flag not given defaults to: seconds per cell, rounds, concurrencies."""
+
+    seconds: float
+    rounds: int
+    concurrency: tuple[int, ...]
+
+    def describe(self) -> str:
+        """E.g. ``--seconds 3 --rounds 3 --concurrency 1,8,32``."""
+        conc = ",".join(map(str, self.concurrency))
+        return f"--seconds {self.seconds:g} --rounds {self.rounds} --concurrency {conc}"
+
+
+DEFAULTS = Preset(seconds=3.0, rounds=3, concurrency=(1, 8, 32))
+QUICK = Preset(seconds=0.5, rounds=1, concurrency=(1, 32))
+QUICK_SKIPS_KERAS = (
+    f"--quick: {mlflow_name(KERAS_FLAVOR)} skipped: it answers in seconds at c=32, "
+    "so a short window counts none of its answers"
+)
 
 
 @dataclass(frozen=True)
@@ -72,11 +92,12 @@ class Settings:
     Attributes:
         seconds: measured seconds per cell (s).
         rounds: slices per cell, the servers taking turns.
-        concurrency: the concurrencies measured, ascending (`CONCURRENCY`).
+        concurrency: the concurrencies measured, ascending.
         load: ``"h2load"`` or ``"python"`` (``auto`` resolved).
         batch_timeout_micros: ``batch_timeout_micros`` of the batching-on server (µs).
         json: where to write the JSON document, or None.
         mlflow_flavors: the MLflow models to serve (none with ``--skip-mlflow``).
+        quick: the smoke round (``--quick``).
     """
 
     seconds: float
@@ -86,6 +107,20 @@ class Settings:
     batch_timeout_micros: int
     json: Path | None
     mlflow_flavors: tuple[str, ...]
+    quick: bool
+
+
+def _concurrency(text: str) -> tuple[int, ...]:
+    """``"1,8,32"`` -> (1, 8, 32): positive integers, sorted, each once."""
+    try:
+        values = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        values = []
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(
+            f"received {text!r}; expected positive integers separated by commas, e.g. 1,8,32"
+        )
+    return tuple(values)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -93,10 +128,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(
         prog="python -m bench.serving", description=(package.__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per cell")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="slices per cell, the servers taking turns"
-    )
+        "--seconds", type=float, default=None,
+        help=f"measured seconds per cell (default {DEFAULTS.seconds:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help=f"slices per cell, the servers taking turns (default {DEFAULTS.rounds})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--concurrency", type=_concurrency, default=None,
+        help="closed-loop clients per cell, comma-separated "
+        f"(default {','.join(map(str, DEFAULTS.concurrency))})",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the cells as JSON here")
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument(
@@ -107,9 +151,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         "--batch-timeout-micros", type=int, default=10_000,
         help="batch_timeout_micros of the batching-on server",
     )  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"a smoke round: {QUICK.describe()} unless given, MLflow's Keras flavor "
+        "skipped; its numbers are not results",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    preset = QUICK if args.quick else DEFAULTS
+    seconds: float = preset.seconds if args.seconds is None else args.seconds
+    rounds: int = preset.rounds if args.rounds is None else args.rounds
+    if rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {rounds}")
+    if seconds <= 0:
+        parser.error(f"--seconds must be > 0, got {seconds:g}")
     load = args.load
     if load == "auto":
         load = "h2load" if shutil.which("h2load") else "python"
@@ -117,14 +171,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         parser.error(
             "--load h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)"
         )
+    flavors: tuple[str, ...] = (KERAS_FLAVOR, PYFUNC_FLAVOR)
+    if args.skip_mlflow:
+        flavors = ()
+    elif args.quick:
+        flavors = (PYFUNC_FLAVOR,)
     return Settings(
-        seconds=args.seconds,
-        rounds=args.rounds,
-        concurrency=CONCURRENCY,
+        seconds=seconds,
+        rounds=rounds,
+        concurrency=args.concurrency or preset.concurrency,
         load=load,
         batch_timeout_micros=args.batch_timeout_micros,
         json=args.json,
-        mlflow_flavors=() if args.skip_mlflow else (KERAS_FLAVOR, PYFUNC_FLAVOR),
+        mlflow_flavors=flavors,
+        quick=args.quick,
     )
 
 
@@ -288,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported
     settings = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="kts-bench-serving-"))
-    notes: list[str] = []
+    notes = [QUICK_SKIPS_KERAS] if settings.quick and settings.mlflow_flavors else []
     with ExitStack() as stack:  # stops every server started, also when a step fails
         print(f"workdir {workdir}; training and exporting the digits CNN ...", flush=True)
         trained = train_and_export(workdir)
@@ -301,9 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         mlflow = start_mlflow_servers(stack, trained, settings, workdir, notes)
         measured, per_round = measure_servers(kts, mlflow, requests, settings, workdir)
         cells += measured
-    print_report(settings, cells, paired, per_round, notes)
+    checked = print_report(settings, cells, paired, per_round, notes)
     if settings.json:
-        settings.json.write_text(json.dumps(document(cells, paired, per_round, notes), indent=2))
+        settings.json.write_text(
+            json.dumps(document(cells, paired, per_round, notes, checked), indent=2)
+        )
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -180,7 +180,7 @@ def headline(
 ) -> str:
     """The line above the table: what was measured and how."""
     return (
-        f"Serving benchmark, digits CNN, one image per request, {seconds:.0f}s per cell "
+        f"Serving benchmark, digits CNN, one image per request, {seconds:g}s per cell "
         f"(kts serve off/on and mlflow pyfunc take turns in {rounds} slices), "
         f"load from {'h2load' if load == 'h2load' else 'Python client threads'}, "
         f"batching on: batch_timeout_micros {batch_timeout_micros}, "
@@ -195,8 +195,9 @@ def document(
     paired: dict[str, float],
     per_round: Rounds,
     notes: list[str],
+    checked: list[Verdict],
 ) -> dict[str, object]:
-    """The ``--json`` document: cells, paired p50s (ms), per-round req/s, notes."""
+    """The ``--json`` document: cells, paired p50s (ms), per-round req/s, notes, verdicts."""
     return {
         "cells": [asdict(c) for c in cells],
         "paired_p50_ms": paired,
@@ -205,4 +206,5 @@ def document(
             for (p, c), got in per_round.items()
         },
         "notes": notes,
+        "verdicts": [asdict(v) for v in checked],
     }
