@@ -230,6 +230,8 @@ def save_mlflow_models(
         saved_model: the exported SavedModel version folder (the pyfunc's artifact).
         flavors: some of `KERAS_FLAVOR`, `PYFUNC_FLAVOR`.
     """
+    from importlib.metadata import version
+
     import cloudpickle
     import mlflow.pyfunc
     import mlflow.tensorflow
@@ -239,11 +241,16 @@ def save_mlflow_models(
 
     # By value, as the script's own classes were: the serving process needs no bench code.
     cloudpickle.register_pickle_by_value(mlflow_model)
+    # Listed, not inferred: inference loads each model in a subprocess (about 25 s on a
+    # loaded 2-CPU box), and `--env-manager local` serves from this environment anyway.
+    requirements = [f"{name}=={version(name)}" for name in ("tensorflow", "cloudpickle")]
     out = {}
     signature = infer_signature(x[:2], np.asarray(model(x[:2])))
     if KERAS_FLAVOR in flavors:
         out[KERAS_FLAVOR] = workdir / "mlflow-keras"
-        mlflow.tensorflow.save_model(model, str(out[KERAS_FLAVOR]), signature=signature)
+        mlflow.tensorflow.save_model(
+            model, str(out[KERAS_FLAVOR]), signature=signature, pip_requirements=requirements
+        )
     if PYFUNC_FLAVOR in flavors:
         out[PYFUNC_FLAVOR] = workdir / "mlflow-pyfunc"
         mlflow.pyfunc.save_model(
@@ -251,6 +258,7 @@ def save_mlflow_models(
             python_model=mlflow_model.SavedModelSignature(),
             artifacts={"saved_model": str(saved_model)},
             signature=signature,
+            pip_requirements=requirements,
         )
     return out
 
