@@ -2,8 +2,8 @@
 
 Tracking must never break training (the house rule borrowed from MLflow's own Keras
 callback): once the run is open, a failing tracking call is reported once on
-stderr and training goes on. Under pytest (``PYTEST_CURRENT_TEST`` set, which
-subprocesses inherit) tracking errors are raised instead, so they get fixed.
+stderr and training goes on. In strict mode (``KTS_STRICT=1``, `service.strict`;
+the test suite sets it) tracking errors are raised instead, so they get fixed.
 
 An unreachable tracking server at start is a user problem (exit 2, naming the
 URI) unless ``tracking.required: false``, in which case the run records into a
@@ -27,6 +27,7 @@ from typing import Any
 
 from service.errors import UserError
 from service.failpoints import failpoint
+from service.strict import strict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -39,10 +40,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def resolve_uri(configured: str | None) -> str:
     """`tracking.uri`, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def _strict() -> bool:
-    return bool(os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("KTS_STRICT_TRACKING"))
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> str | None:
@@ -402,12 +399,13 @@ class Tracker:
     # ----------------------------------------------------------- logging
     def guarded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` under the tracking rule: a failure is reported once on
-        stderr and None returned (raised under pytest). Every MLflow call of a run goes
-        through here, this class's own and those made elsewhere (registry, trial runs)."""
+        stderr and None returned (raised in strict mode, `service.strict`). Every MLflow
+        call of a run goes through here, this class's own and those made elsewhere
+        (registry, trial runs)."""
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            if _strict():
+            if strict():
                 raise
             if not self._reported:
                 self._reported = True

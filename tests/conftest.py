@@ -15,6 +15,10 @@ from tests.helpers import free_port, wait_until
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Strict mode (`service.strict`): tracking and report failures are raised, here and in
+# every `kts` process the tests start (they inherit it), so they get fixed. A test of
+# the forgiving path passes KTS_STRICT=0 to its process.
+os.environ["KTS_STRICT"] = "1"
 
 
 @pytest.fixture(autouse=True)
