@@ -268,7 +268,7 @@ def train(
             shutil.rmtree(backup_dir, ignore_errors=True)
         return saved
     if shard is not None:
-        _record_shard(cfg, runtime, data, shard, tr)
+        _record_shard(cfg, runtime, shard, tr)
     monitor = trainer.InputMonitor(len(shard.rows(tr)) if shard else len(tr))
     history = trainer.fit(
         model,
@@ -355,7 +355,7 @@ def _load_trained(folder: Path, key: str, model: Any) -> Trained | None:
     return Trained(model=model, **facts)
 
 
-def _record_shard(cfg: RunConfig, runtime: Any, data: Dataset, shard: Any, rows: np.ndarray):
+def _record_shard(cfg: RunConfig, runtime: Any, shard: Any, rows: np.ndarray):
     """Write which rows this worker reads (``runs/<name>/shards/<task>.npy``), so who
     read what can be checked after a multi-worker run."""
     folder = cfg.run_dir / "shards"
