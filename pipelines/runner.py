@@ -344,6 +344,11 @@ def _execute(
         raise
     if tracker is not None:
         tracker.end("FINISHED")
+        # After the run's last MLflow call: what MLflow did not record or give back (the
+        # run itself finished; only its MLflow record is incomplete).
+        lost = tracker.tracking_note()
+        if lost is not None:
+            summary.notes.append(lost)
     failpoint("run.ended")
     if is_chief:
         state.write(summary.run_id, "finished")  # the attempt's commit point
