@@ -408,7 +408,12 @@ class Pipeline:
             # Each step finds what a killed attempt of this run already did: its export
             # version (by attempt), its labels (set again), its registered version.
             exported = steps.export(
-                cfg, data, trained, warmup_rows=parts.split.validation, attempt=attempt
+                cfg,
+                data,
+                trained,
+                warmup_rows=parts.split.validation,
+                attempt=attempt,
+                fingerprint=parts.fingerprint,
             )
             self._promote(exported)
             failpoint("export.promoted")
@@ -429,6 +434,7 @@ class Pipeline:
                 warmup_rows=parts.split.validation,
                 base_path=str(scratch),
                 attempt=attempt,
+                fingerprint=parts.fingerprint,
             )
             registered = self._register(data, parts, candidate, metrics, champion=False)
         if tracker is not None:

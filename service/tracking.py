@@ -893,13 +893,17 @@ CHALLENGER = "challenger"  # the latest candidate that did not beat the champion
 
 
 def champion_version(client: Any, name: str) -> Any | None:
-    """The registered model version carrying the `champion` alias, or None."""
+    """The registered model version carrying the `champion` alias, or None when there is
+    none (no such model, or no such alias). Any other failure (a store that does not
+    answer) is raised: "no champion" and "cannot tell" are not the same verdict."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def register_version(
