@@ -202,8 +202,7 @@ def _served_champion(cfg: RunConfig, why: str) -> _Champion | None:
     except ServingConfigError:
         return None
     served = settings.labels.get(STABLE)
-    folder = Path(settings.base_path) / str(served)
-    if served is None or not folder.is_dir():
+    if served is None or not (folder := Path(settings.base_path) / str(served)).is_dir():
         return None
     try:
         meta = json.loads((folder / "assets.extra" / "kts_metadata.json").read_text())
@@ -337,7 +336,9 @@ def bless(
     if why is not None:
         champion = _served_champion(cfg, why)
         if champion is None:
-            config = Path(cfg.export.base_path) / "models.config"
+            from serving.export import MODEL_CONFIG_NAME
+
+            config = Path(cfg.export.base_path) / MODEL_CONFIG_NAME
             return Blessing(
                 True,
                 f"champion unreadable ({why}) and {config} serves no version of "

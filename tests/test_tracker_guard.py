@@ -93,10 +93,18 @@ def test_a_failing_call_is_reported_once_and_named_in_the_note(monkeypatch, caps
     assert stored.info.status == "FINISHED"
 
 
-def test_a_tracking_server_that_does_not_answer_is_lost_and_no_longer_called(monkeypatch, capsys):
+def test_a_tracking_server_that_does_not_answer_is_lost_and_no_longer_called(
+    monkeypatch, capsys, request
+):
+    import logging
+
     from service.tracking import Guard
 
     monkeypatch.setenv("KTS_STRICT", "0")
+    mlflow_logs = logging.getLogger("mlflow")
+    level = mlflow_logs.level
+    # A lost server silences MLflow's own log lines for the rest of the process.
+    request.addfinalizer(lambda: mlflow_logs.setLevel(level))
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     guard = Guard(uri)
     calls = []
@@ -119,6 +127,7 @@ def test_a_tracking_server_that_does_not_answer_is_lost_and_no_longer_called(mon
         "(ConnectionError) at log_batch (metrics) (ConnectionError: metrics: refused (second "
         "line of the error)); nothing more is sent to it, the run goes on."
     ]
+    assert mlflow_logs.level == logging.CRITICAL
     note = guard.note("abc")
     assert note == (
         f"MLflow tracking lost: the tracking server {uri} stopped answering (ConnectionError); "
