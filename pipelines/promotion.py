@@ -11,20 +11,24 @@ comes from this run's test predictions; the champion's from its exported SavedMo
 (`_saved_model_score`), or from its logged test metric when it was tested on this very
 split (equal fingerprints: its test part is this run's).
 
-A champion without recorded fit keys (registered before row keys existed) is
-compared only when its split fingerprint equals this run's; otherwise the gate
-refuses, as it does when the champion's rows were keyed another way.
+A champion without recorded fit keys (registered before row keys existed, or whose
+run can no longer be read) is compared only when its split fingerprint equals this
+run's; otherwise the gate refuses, as it does when the champion's rows were keyed
+another way. A champion the tracking store cannot give at all never stops the run
+(`bless`).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.steps import Blessing
+from pipelines.steps import SPLIT_KEY, Blessing
 from service.config import RunConfig
 
 FIT_KEYS = "split/fit_keys.npy"
@@ -122,6 +126,101 @@ def _read_fit_keys(tracker: Any, run_id: str) -> Any:
     return tracker.guarded("read champion fit keys", read)
 
 
+@dataclass(frozen=True)
+class _Champion:
+    """What the gate knows of the model a candidate must beat."""
+
+    name: str  # for messages: "champion v3", or "served version 2"
+    version: str | None  # its registered version (None: found in the serving folder)
+    tags: Mapping[str, str]  # kts.split_fingerprint, kts.split_keys of its run
+    metrics: Mapping[str, float]  # its test metrics, on its own test part
+    fitted: Any  # its fit keys; `_MISSING`: none recorded; None: not readable
+    export_path: str | None
+    caveat: str | None = None  # what could not be read, and what was used instead
+
+
+def _registered_champion(cfg: RunConfig, tracker: Any) -> tuple[_Champion | None, str | None]:
+    """The registry's champion (None when there is none), or (None, why the registry could
+    not be read).
+
+    The champion's run is read for its split tags, test metrics and fit keys. When it
+    cannot be read (deleted for good, another store) its registered version stands in:
+    the version carries the same split tags, the export path and the gate metric
+    (`register`), but no fit keys.
+    """
+    from service.tracking import champion_version
+
+    found, why = tracker.attempt(
+        "read the registry's champion", champion_version, tracker.client, cfg.registered_name
+    )
+    if why is not None or found is None:
+        return None, why
+    name = f"champion v{found.version}"
+    version_tags = {k: str(v) for k, v in (found.tags or {}).items()}
+    run, lost = tracker.attempt(f"read {name}'s run", tracker.client.get_run, found.run_id)
+    if run is None:
+        recorded = version_tags.get(cfg.bless.metric, "")
+        try:
+            metrics = {cfg.bless.metric: float(recorded)} if recorded else {}
+        except ValueError:
+            metrics = {}
+        return _Champion(
+            name,
+            str(found.version),
+            version_tags,
+            metrics,
+            None,
+            version_tags.get("kts.export_path"),
+            f"{name}'s run {found.run_id} could not be read ({lost}); its registered "
+            "version's record was used",
+        ), None
+    return _Champion(
+        name,
+        str(found.version),
+        run.data.tags,
+        run.data.metrics,
+        _read_fit_keys(tracker, found.run_id),
+        version_tags.get("kts.export_path") or run.data.tags.get("kts.export_path"),
+    ), None
+
+
+def _served_champion(cfg: RunConfig, why: str) -> _Champion | None:
+    """The version ``export.base_path``'s ``models.config`` labels ``stable`` for this
+    model, standing in for a champion the registry could not give (``why``); None when
+    nothing is served there. Its split is the one its ``kts_metadata.json`` records."""
+    import json
+
+    from serving.config import STABLE, model_settings
+    from serving.errors import ServingConfigError
+    from serving.export import MODEL_CONFIG_NAME
+
+    config = Path(cfg.export.base_path) / MODEL_CONFIG_NAME
+    if not config.is_file():
+        return None
+    try:
+        settings = model_settings(config, cfg.export_name)
+    except ServingConfigError:
+        return None
+    served = settings.labels.get(STABLE)
+    if served is None or not (folder := Path(settings.base_path) / str(served)).is_dir():
+        return None
+    try:
+        meta = json.loads((folder / "assets.extra" / "kts_metadata.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    fingerprint = meta.get(SPLIT_KEY)
+    return _Champion(
+        f"served version {served}",
+        None,
+        {"kts.split_fingerprint": fingerprint} if fingerprint else {},
+        {},
+        None,
+        str(folder),
+        f"the registry's champion could not be read ({why}); compared with the version "
+        f"{config} labels {STABLE}",
+    )
+
+
 def _saved_model_score(cfg: RunConfig, data: Any, rows: np.ndarray, path: str, metric: str):
     """``metric`` of the SavedModel at ``path`` on ``rows`` of ``data``, streamed.
 
@@ -153,35 +252,40 @@ def _score(data: Any, rows: np.ndarray, outputs: np.ndarray, metric: str) -> flo
     return scores.get(metric)
 
 
-def _comparison(
-    cfg: RunConfig, tracker: Any, champion: Any, run: Any, parts: Any
-) -> tuple[np.ndarray | None, str]:
-    """Positions within this run's test part to compare on, and the rule; or (None, why not)."""
+def _comparison(cfg: RunConfig, champion: _Champion, parts: Any) -> tuple[np.ndarray | None, str]:
+    """Positions within this run's test part to compare on, and the rule; or (None, why not).
+
+    Without the champion's fit keys (none recorded, or not readable) only a champion
+    trained on this very split is compared: its test part is this run's, rows it never
+    fitted on.
+    """
     from service.data.identity import key_scheme
 
     split = parts.split
     every = np.arange(len(split.test))
-    same_split = run.data.tags.get("kts.split_fingerprint") == parts.fingerprint
-    fitted = _read_fit_keys(tracker, champion.run_id)
-    if fitted is None:
-        return None, (
-            f"champion v{champion.version}'s fitted rows ({FIT_KEYS}) could not be read "
-            "from the tracking store; not compared"
-        )
-    if isinstance(fitted, str) or split.keys is None:
-        if same_split:
+    theirs_split = champion.tags.get("kts.split_fingerprint")
+    fitted = champion.fitted
+    if fitted is None or isinstance(fitted, str) or split.keys is None:
+        if theirs_split == parts.fingerprint:
             return every, SAME_SPLIT_RULE
+        if fitted is None:
+            return None, (
+                f"{champion.name}'s fitted rows ({FIT_KEYS}) could not be read and its split "
+                f"(fingerprint {theirs_split or 'not recorded'}) is not this run's "
+                f"({parts.fingerprint}), so no rows are known to be unseen by it; not compared "
+                "(run once with bless.enabled=false to replace it)"
+            )
         return None, (
-            f"champion v{champion.version} has no record of the rows it fitted on ({FIT_KEYS}; "
+            f"{champion.name} has no record of the rows it fitted on ({FIT_KEYS}; "
             f"registered before row keys) and another split (fingerprint "
-            f"{run.data.tags.get('kts.split_fingerprint', 'none')}, this run "
+            f"{theirs_split or 'none'}, this run "
             f"{parts.fingerprint}), so no rows are known to be unseen by it; not compared "
             "(run once with bless.enabled=false to replace it)"
         )
-    theirs, ours = run.data.tags.get("kts.split_keys"), key_scheme(cfg.data)
+    theirs, ours = champion.tags.get("kts.split_keys"), key_scheme(cfg.data)
     if theirs != ours:
         return None, (
-            f"champion v{champion.version}'s rows are keyed by {theirs!r}, this run's by "
+            f"{champion.name}'s rows are keyed by {theirs!r}, this run's by "
             f"{ours!r}, so its fitted rows cannot be matched; not compared"
         )
     unseen = ~np.isin(split.keys[split.test], fitted)
@@ -198,12 +302,25 @@ def bless(
 ) -> Blessing:
     """Decide whether the candidate replaces the champion (module docstring).
 
+    A champion the tracking store cannot give in full never stops the run:
+
+    - its run cannot be read (deleted for good by ``mlflow gc``, another store): its
+      registered version's record stands in (split fingerprint, export path, gate
+      metric), so it is compared on its own test part when this run has the same
+      split, and refused otherwise, as a champion without recorded fit keys is;
+    - the registry cannot be read (the tracking server is gone): the version that
+      ``export.base_path``'s ``models.config`` labels ``stable`` stands in, scored from
+      its SavedModel on this run's test part when its recorded split is this run's,
+      refused otherwise; with nothing served there, there is nothing to protect and the
+      candidate is blessed.
+
+    The verdict's reason then says what could not be read (and what stood in).
+
     Args:
         metrics: the candidate's test metrics (``test_*``).
         predictions: the candidate's outputs on ``parts.split.test``, in that order.
     """
     from service.errors import UserError
-    from service.tracking import champion_version
 
     gate = cfg.bless
     if not gate.enabled:
@@ -215,12 +332,38 @@ def bless(
         )
     if tracker is None:
         return Blessing(True, "no champion to compare with (tracking disabled)")
-    champion = champion_version(tracker.client, cfg.registered_name)
-    if champion is None:
+    champion, why = _registered_champion(cfg, tracker)
+    if why is not None:
+        champion = _served_champion(cfg, why)
+        if champion is None:
+            from serving.export import MODEL_CONFIG_NAME
+
+            config = Path(cfg.export.base_path) / MODEL_CONFIG_NAME
+            return Blessing(
+                True,
+                f"champion unreadable ({why}) and {config} serves no version of "
+                f"{cfg.export_name!r}: nothing to compare with",
+            )
+    elif champion is None:
         return Blessing(True, "no champion yet")
+    blessing = _judge(cfg, data, parts, metrics, predictions, champion)
+    if champion.caveat is None:
+        return blessing
+    return replace(blessing, reason=f"{blessing.reason} ({champion.caveat})")
+
+
+def _judge(
+    cfg: RunConfig,
+    data: Any,
+    parts: Any,
+    metrics: dict[str, float],
+    predictions: np.ndarray,
+    champion: _Champion,
+) -> Blessing:
+    """The verdict against ``champion`` (`bless`)."""
+    gate = cfg.bless
     v = champion.version
-    run = tracker.client.get_run(champion.run_id)
-    picked, rule = _comparison(cfg, tracker, champion, run, parts)
+    picked, rule = _comparison(cfg, champion, parts)
     if picked is None:
         return Blessing(False, rule, v)
     test = parts.split.test
@@ -235,8 +378,8 @@ def bless(
         which = (
             f"this run has only {count} test rows ({rule})"
             if whole
-            else f"only {count} of this run's {len(test)} test rows are {rule} (champion "
-            f"v{v} fitted on the others; keep its data and data.split.seed)"
+            else f"only {count} of this run's {len(test)} test rows are {rule} ("
+            f"{champion.name} fitted on the others; keep its data and data.split.seed)"
         )
         return Blessing(
             False,
@@ -254,25 +397,25 @@ def bless(
             v,
             **facts,
         )
-    same_split = run.data.tags.get("kts.split_fingerprint") == parts.fingerprint
-    if whole and same_split and gate.metric in run.data.metrics:
-        champ: float | None = float(run.data.metrics[gate.metric])  # tested on these rows
+    same_split = champion.tags.get("kts.split_fingerprint") == parts.fingerprint
+    if whole and same_split and gate.metric in champion.metrics:
+        champ: float | None = float(champion.metrics[gate.metric])  # tested on these rows
     else:
-        path = (champion.tags or {}).get("kts.export_path") or run.data.tags.get("kts.export_path")
+        path = champion.export_path
         champ = None
         if path and Path(path).is_dir():
             champ = _saved_model_score(cfg, data, rows, path, gate.metric)
     if champ is None:
         return Blessing(
             True,
-            f"champion v{v} cannot be scored on the {count} {rule}; replaced",
+            f"{champion.name} cannot be scored on the {count} {rule}; replaced",
             v,
             None,
             cand,
             **facts,
         )
     gain = cand - champ if gate.direction == "max" else champ - cand
-    verdict = f"{gate.metric} {cand:.4f} vs champion v{v} {champ:.4f} on {count} {rule}"
+    verdict = f"{gate.metric} {cand:.4f} vs {champion.name} {champ:.4f} on {count} {rule}"
     if gain > gate.min_improvement:
         return Blessing(True, f"{verdict}: better by {gain:.4f}", v, champ, cand, **facts)
     return Blessing(
@@ -310,9 +453,15 @@ def register(
     if champion:
         link["kts.serving_version"] = exported.version
     # A version made from this run by a killed attempt: only its alias may be missing.
-    done = tracker.guarded(
-        "search_model_versions", version_of_run, tracker.client, cfg.registered_name, tracker.run_id
+    done, why = tracker.attempt(
+        "find this run's registered version",
+        version_of_run,
+        tracker.client,
+        cfg.registered_name,
+        tracker.run_id,
     )
+    if why is not None:
+        return None  # unknown whether one exists: a second one is not made
     model_uri = ""
     if done is None:
         rows = parts.split.validation[:2] if len(parts.split.validation) else parts.split.train[:2]

@@ -344,6 +344,11 @@ def _execute(
         raise
     if tracker is not None:
         tracker.end("FINISHED")
+        # After the run's last MLflow call: what MLflow did not record or give back (the
+        # run itself finished; only its MLflow record is incomplete).
+        lost = tracker.tracking_note()
+        if lost is not None:
+            summary.notes.append(lost)
     failpoint("run.ended")
     if is_chief:
         state.write(summary.run_id, "finished")  # the attempt's commit point
@@ -403,7 +408,12 @@ class Pipeline:
             # Each step finds what a killed attempt of this run already did: its export
             # version (by attempt), its labels (set again), its registered version.
             exported = steps.export(
-                cfg, data, trained, warmup_rows=parts.split.validation, attempt=attempt
+                cfg,
+                data,
+                trained,
+                warmup_rows=parts.split.validation,
+                attempt=attempt,
+                fingerprint=parts.fingerprint,
             )
             self._promote(exported)
             failpoint("export.promoted")
@@ -424,6 +434,7 @@ class Pipeline:
                 warmup_rows=parts.split.validation,
                 base_path=str(scratch),
                 attempt=attempt,
+                fingerprint=parts.fingerprint,
             )
             registered = self._register(data, parts, candidate, metrics, champion=False)
         if tracker is not None:

@@ -268,7 +268,7 @@ def train(
             shutil.rmtree(backup_dir, ignore_errors=True)
         return saved
     if shard is not None:
-        _record_shard(cfg, runtime, data, shard, tr)
+        _record_shard(cfg, runtime, shard, tr)
     monitor = trainer.InputMonitor(len(shard.rows(tr)) if shard else len(tr))
     history = trainer.fit(
         model,
@@ -355,7 +355,7 @@ def _load_trained(folder: Path, key: str, model: Any) -> Trained | None:
     return Trained(model=model, **facts)
 
 
-def _record_shard(cfg: RunConfig, runtime: Any, data: Dataset, shard: Any, rows: np.ndarray):
+def _record_shard(cfg: RunConfig, runtime: Any, shard: Any, rows: np.ndarray):
     """Write which rows this worker reads (``runs/<name>/shards/<task>.npy``), so who
     read what can be checked after a multi-worker run."""
     folder = cfg.run_dir / "shards"
@@ -388,6 +388,7 @@ def export(
     warmup_rows: np.ndarray | None = None,
     base_path: str | None = None,
     attempt: str | None = None,
+    fingerprint: str | None = None,
 ) -> ExportResult:
     """Write the next TF-Serving version of the model (warm-up requests from ``warmup_rows``)
     and list it in ``models.config`` as ``canary`` (`serving.config.register_version`).
@@ -395,6 +396,8 @@ def export(
     ``attempt`` (the run's attempt token, see `pipelines.runner.RunState`) is written
     into the version's ``kts_metadata.json``: a run started again after a kill finds
     the version it already wrote and lists that one, instead of writing a second.
+    ``fingerprint`` (the run's split) is written there too: the bless gate compares a
+    later run with this version on its own test part when the registry cannot be read.
     """
     from serving.config import register_version
     from serving.export import MODEL_CONFIG_NAME, Exported, export_saved_model, find_version
@@ -403,6 +406,7 @@ def export(
     model_dir = Path(base) / cfg.export_name
     out: Exported | None = find_version(model_dir, ATTEMPT_KEY, attempt) if attempt else None
     if out is None:
+        metadata = {k: v for k, v in ((ATTEMPT_KEY, attempt), (SPLIT_KEY, fingerprint)) if v}
         warmup = None
         if warmup_rows is not None and len(warmup_rows):
             # The first rows: read without a full pass.
@@ -418,7 +422,7 @@ def export(
                 class_names=data.class_names,
                 warmup_inputs=warmup,
                 update_model_config=False,
-                metadata={ATTEMPT_KEY: attempt} if attempt else None,
+                metadata=metadata,
             )
         except OSError as err:
             # The preflight found the folder writable; it changed during the run (a full
@@ -444,3 +448,4 @@ def export(
 
 
 ATTEMPT_KEY = "kts_attempt"  # in kts_metadata.json: the attempt token of the run that wrote it
+SPLIT_KEY = "kts_split_fingerprint"  # in kts_metadata.json: the split of the run that wrote it

@@ -12,8 +12,10 @@ buggify).
 A no-op unless the environment variable ``KTS_FAILPOINT`` is set to
 ``<name>[@<n>][:<action>]``: when the process reaches point ``name`` for the ``n``-th
 time (default 1) it writes ``kts: failpoint <name>@<n> reached`` on stderr and then
-``kill`` (the default) SIGKILLs itself, or ``int`` sends itself SIGINT (a Ctrl-C,
-which the run unwinds from). Not for production use.
+``kill`` (the default) SIGKILLs itself, ``int`` sends itself SIGINT (a Ctrl-C,
+which the run unwinds from), or ``stop`` sends itself SIGSTOP: frozen at that step
+until a SIGCONT, so a test can change the world there (stop the tracking server) and
+let the run go on. Not for production use.
 
 This module imports only `service.errors`, so every package can call it.
 """
@@ -28,7 +30,7 @@ import threading
 from service.errors import UserError
 
 ENV = "KTS_FAILPOINT"
-ACTIONS = ("kill", "int")
+ACTIONS = ("kill", "int", "stop")
 
 # Each point: what is done when it is reached, and what is not done yet. In the order
 # a run reaches them (the tuning points before the final training of a tuned run).
@@ -101,5 +103,8 @@ def failpoint(name: str) -> None:
     sys.stderr.flush()
     if action == "int":
         os.kill(os.getpid(), signal.SIGINT)
+        return
+    if action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)  # returns once a SIGCONT arrives
         return
     os.kill(os.getpid(), signal.SIGKILL)

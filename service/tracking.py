@@ -2,8 +2,8 @@
 
 Tracking must never break training (the house rule borrowed from MLflow's own Keras
 callback): once the run is open, a failing tracking call is reported once on
-stderr and training goes on. Under pytest (``PYTEST_CURRENT_TEST`` set, which
-subprocesses inherit) tracking errors are raised instead, so they get fixed.
+stderr and training goes on. In strict mode (``KTS_STRICT=1``, `service.strict`;
+the test suite sets it) tracking errors are raised instead, so they get fixed.
 
 An unreachable tracking server at start is a user problem (exit 2, naming the
 URI) unless ``tracking.required: false``, in which case the run records into a
@@ -16,8 +16,10 @@ a kill during the first run never leaves a store no later run can open.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +29,7 @@ from typing import Any
 
 from service.errors import UserError
 from service.failpoints import failpoint
+from service.strict import strict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -39,10 +42,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def resolve_uri(configured: str | None) -> str:
     """`tracking.uri`, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def _strict() -> bool:
-    return bool(os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("KTS_STRICT_TRACKING"))
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> str | None:
@@ -285,8 +284,6 @@ def open_client(uri: str) -> Any:
     left-over tables, an out-of-date schema) is rebuilt when it holds nothing, else a
     `UserError` names it and the repair.
     """
-    import logging
-
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -318,21 +315,120 @@ def _run_of_attempt(client: Any, exp_id: str, attempt: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+PROBE_TIMEOUT_S = 5.0  # the /health probe after a failed call
+NOTE_ITEMS = 8  # calls a note names before "and N more"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class Guard:
+    """The tracking rule for one run and the trial runs under it (state they share).
+
+    `call` runs one MLflow call. A failure is reported once on stderr (one line) and
+    the run goes on; the call's name is remembered for the run's summary (`note`). When
+    the store is an HTTP tracking server and its ``/health`` no longer answers after a
+    failed call, tracking is *lost*: no further call is sent in this run (each would
+    first wait out MLflow's own retries, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, minutes
+    by default) and each one skipped is remembered too. Other failures (a deleted run,
+    a refused request) lose only that call. In strict mode (`service.strict`) the
+    failure is raised instead.
+    """
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.lost: str | None = None  # why nothing more is sent, once the server is gone
+        self.missed: list[str] = []  # calls that failed or were skipped, in order, once each
+        self.first_error: str | None = None
+        self._reported = False
+        self._lock = threading.Lock()
+
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
+        """``(fn(*args, **kwargs), None)``, or ``(None, why)`` when it failed or was
+        skipped; ``what`` names the call (what it records or reads) for messages."""
+        if self.lost is not None:
+            with self._lock:
+                self._miss(what)
+            return None, self.lost
+        try:
+            return fn(*args, **kwargs), None
+        except Exception as err:
+            if strict():
+                raise
+            why = _one_line(f"{type(err).__name__}: {err}")
+            down = check_reachable(self.uri, timeout=PROBE_TIMEOUT_S)
+            with self._lock:  # trials' runs are created from a worker thread
+                self._miss(what)
+                self.first_error = self.first_error or why
+                if down is not None and self.lost is None:
+                    self.lost = f"the tracking server {self.uri} stopped answering ({down})"
+                    # MLflow's own threads (system metrics, async logging) would each log
+                    # the same loss again: this line says it once.
+                    logging.getLogger("mlflow").setLevel(logging.CRITICAL)
+                    self._reported = True
+                    sys.stderr.write(
+                        f"kts: warning: MLflow tracking lost: {self.lost} at {what} ({why}); "
+                        "nothing more is sent to it, the run goes on.\n"
+                    )
+                elif not self._reported:
+                    self._reported = True
+                    sys.stderr.write(
+                        f"kts: warning: MLflow tracking failed ({what}: {why}); the run goes "
+                        "on, further tracking errors are not shown.\n"
+                    )
+            return None, self.lost or why
+
+    def _miss(self, what: str) -> None:
+        if what not in self.missed:
+            self.missed.append(what)
+
+    def note(self, run_id: str) -> str | None:
+        """One line for the run's summary naming what MLflow did not record or give
+        back, or None when every call went through."""
+        if not self.missed:
+            return None
+        calls = ", ".join(self.missed[:NOTE_ITEMS])
+        if len(self.missed) > NOTE_ITEMS:
+            calls += f" and {len(self.missed) - NOTE_ITEMS} more"
+        if self.lost is not None:
+            return (
+                f"MLflow tracking lost: {self.lost}; not recorded: {calls}; MLflow run "
+                f"{run_id} is incomplete (and may still show RUNNING)"
+            )
+        return (
+            f"MLflow calls failed, not recorded or read: {calls} (the first failed with "
+            f"{self.first_error})"
+        )
+
+
 class Tracker:
     """One MLflow run, opened by `start` and closed by `end`.
 
     Use `log_*` for params, metrics, tags and artifacts; `epoch_callback()` gives
-    a Keras callback that logs every epoch's metrics in one `log_batch` call.
+    a Keras callback that logs every epoch's metrics in one `log_batch` call. Every
+    MLflow call goes through `guarded` (or `attempt`): see `Guard`. A tracker made for
+    a trial's run passes its parent's ``guard``, so the whole run reports once.
     """
 
-    def __init__(self, client: Any, run_id: str, experiment: str, uri: str, fallback_note: str):
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        experiment: str,
+        uri: str,
+        fallback_note: str,
+        *,
+        guard: Guard | None = None,
+    ):
         self.client = client
         self.run_id = run_id
         self.experiment = experiment
         self.uri = uri
         self.fallback_note = fallback_note
+        self.guard = guard or Guard(uri)
         self.resumed = False
-        self._reported = False
         self._pending: list[Any] = []
         self._system: Any = None
         self._logged: set[tuple[str, int]] | None = None
@@ -401,21 +497,20 @@ class Tracker:
 
     # ----------------------------------------------------------- logging
     def guarded(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` under the tracking rule: a failure is reported once on
-        stderr and None returned (raised under pytest). Every MLflow call of a run goes
-        through here, this class's own and those made elsewhere (registry, trial runs)."""
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:
-            if _strict():
-                raise
-            if not self._reported:
-                self._reported = True
-                sys.stderr.write(
-                    f"kts: warning: MLflow tracking failed ({what}: {err.__class__.__name__}: "
-                    f"{err}); training continues, further tracking errors are not shown.\n"
-                )
-            return None
+        """``fn(*args, **kwargs)`` under the tracking rule (`Guard`): None when it failed
+        (reported once on stderr; raised in strict mode, `service.strict`). Every MLflow
+        call of a run goes through here or `attempt`, this class's own and those made
+        elsewhere (the bless gate, the registry, trial runs)."""
+        return self.guard.call(what, fn, *args, **kwargs)[0]
+
+    def attempt(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
+        """Like `guarded`, for a caller that must tell a failure from a None result:
+        ``(result, None)``, or ``(None, why it failed)``."""
+        return self.guard.call(what, fn, *args, **kwargs)
+
+    def tracking_note(self) -> str | None:
+        """What MLflow did not record or give back during this run (`Guard.note`)."""
+        return self.guard.note(self.run_id)
 
     def log_batch(
         self,
@@ -427,8 +522,9 @@ class Tracker:
     ) -> None:
         """One MLflow ``log_batch`` of entity objects; ``background`` returns at once
         and the call is awaited by `flush` (and `end`)."""
+        kinds = [k for k, v in (("params", params), ("metrics", metrics), ("tags", tags)) if v]
         op = self.guarded(
-            "log_batch",
+            f"log_batch ({', '.join(kinds)})",
             self.client.log_batch,
             self.run_id,
             params=list(params),
@@ -488,7 +584,7 @@ class Tracker:
         """Wait for background logging calls to finish."""
         pending, self._pending = self._pending, []
         for op in pending:
-            self.guarded("log_batch", op.wait)
+            self.guarded("log_batch (in the background)", op.wait)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -496,14 +592,19 @@ class Tracker:
         self.log_batch(tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
-        self.guarded("log_dict", self.client.log_dict, self.run_id, data, artifact_file)
+        self.guarded(
+            f"log_dict {artifact_file}", self.client.log_dict, self.run_id, data, artifact_file
+        )
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.guarded("log_text", self.client.log_text, self.run_id, text, artifact_file)
+        self.guarded(
+            f"log_text {artifact_file}", self.client.log_text, self.run_id, text, artifact_file
+        )
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        name = f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
         self.guarded(
-            "log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path
+            f"log_artifact {name}", self.client.log_artifact, self.run_id, str(path), artifact_path
         )
 
     def log_dataset(self, data: Any, parts: Any) -> None:
@@ -716,7 +817,7 @@ class Tracker:
             self.guarded("system_metrics", self._system.finish)
             self._system = None
         self.flush()
-        self.guarded("end", self.client.set_terminated, self.run_id, status)
+        self.guarded(f"end the run ({status})", self.client.set_terminated, self.run_id, status)
 
     def logged_steps(self, metric: str = "loss") -> set[int]:
         """Steps already logged for ``metric`` (epochs of an interrupted attempt)."""
@@ -792,13 +893,17 @@ CHALLENGER = "challenger"  # the latest candidate that did not beat the champion
 
 
 def champion_version(client: Any, name: str) -> Any | None:
-    """The registered model version carrying the `champion` alias, or None."""
+    """The registered model version carrying the `champion` alias, or None when there is
+    none (no such model, or no such alias). Any other failure (a store that does not
+    answer) is raised: "no champion" and "cannot tell" are not the same verdict."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def register_version(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "pipelines" / "configs"
@@ -48,6 +50,71 @@ def kts(
         timeout=timeout,
         check=False,
     )
+
+
+def mlflow_bin() -> str:
+    """The `mlflow` command of this interpreter's environment."""
+    import shutil
+
+    return shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+
+
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `mlflow server` on 127.0.0.1 with its SQLite store and artifacts in ``root``,
+    in a process group of its own (`stop_process_group` ends it with its workers);
+    (process, URI) once its ``/health`` answers. The log is ``root/server.log``."""
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            mlflow_bin(),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=open(root / "server.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError((root / "server.log").read_text()[-3000:])
+        try:
+            return requests.get(uri + "/health", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(healthy, timeout=120, what="mlflow server")
+    except BaseException:
+        stop_process_group(proc, signal.SIGKILL)
+        raise
+    return proc, uri
+
+
+def stop_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process group ``proc`` leads and reap it (SIGKILL after 20 s)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:

@@ -538,7 +538,7 @@ def test_write_all_mlp_skips_cnn_pictures_with_reasons(cancer_mlp, tmp_path):
     assert not any((tmp_path / name).exists() for name in CNN_PICTURES)
 
 
-def test_write_all_regression_and_failures(cancer_mlp, tmp_path):
+def test_write_all_regression_and_failures(cancer_mlp, tmp_path, monkeypatch):
     case = cancer_mlp
     kwargs = dict(
         history=None,
@@ -556,7 +556,8 @@ def test_write_all_regression_and_failures(cancer_mlp, tmp_path):
     assert "- learning_curves.png: no training history given" in card
     assert "- confusion_matrix.png: task 'regression' is not single-label classification" in card
 
-    # An unexpected failure is raised under test, listed otherwise.
+    # An unexpected failure is raised in strict mode (KTS_STRICT=1, set for the test
+    # suite), listed otherwise.
     bad = dict(kwargs, history={"loss": [1.0, 0.5]}, best_epoch=5)
     with pytest.raises(UserError, match=r"`best_epoch`: received 5"):
         reports.write_all(case["model"], out_dir=tmp_path / "s", **bad)
@@ -565,6 +566,9 @@ def test_write_all_regression_and_failures(cancer_mlp, tmp_path):
         "- learning_curves.png: failed: UserError: Invalid value for `best_epoch`"
         in paths[-1].read_text()
     )
+    monkeypatch.setenv("KTS_STRICT", "0")
+    paths = reports.write_all(case["model"], out_dir=tmp_path / "v", **bad)
+    assert "- learning_curves.png: failed: UserError" in paths[-1].read_text()
     with pytest.raises(UserError, match=r"`card_info key`: received 'metric'"):
         reports.write_all(
             case["model"], out_dir=tmp_path / "u", **dict(kwargs, card_info={"metric": {}})

@@ -38,10 +38,13 @@ class TrialTracker:
         self.search_id = search_id
         self._experiment_id: str | None = None
 
-    def _exp_id(self) -> str:
+    def _exp_id(self) -> str | None:
+        """The parent run's experiment (None while the store cannot tell: not tracked)."""
         if self._experiment_id is None:
-            run = self.parent.client.get_run(self.parent.run_id)
-            self._experiment_id = run.info.experiment_id
+            run = self.parent.guarded(
+                "read the parent run", self.parent.client.get_run, self.parent.run_id
+            )
+            self._experiment_id = run.info.experiment_id if run is not None else None
         return self._experiment_id
 
     def children(self, trial_id: str | None = None) -> list[Any]:
@@ -49,10 +52,13 @@ class TrialTracker:
         where = f"tags.mlflow.parentRunId = '{self.parent.run_id}'"
         if trial_id is not None:
             where += f" and tags.`{TRIAL_TAG}` = '{trial_id}'"
+        experiment_id = self._exp_id()
+        if experiment_id is None:
+            return []
         found = self.parent.guarded(
-            "search_runs",
+            "search the trials' runs",
             self.parent.client.search_runs,
-            [self._exp_id()],
+            [experiment_id],
             filter_string=where,
             max_results=5000,
         )
@@ -82,10 +88,13 @@ class TrialTracker:
                 self._replace(run.info.run_id)
         if pending is not None:
             write_atomic(pending, trial_id)
+        experiment_id = self._exp_id()
+        if experiment_id is None:
+            return None
         created = self.parent.guarded(
-            "create_run",
+            f"create trial {trial_id}'s run",
             client.create_run,
-            self._exp_id(),
+            experiment_id,
             run_name=f"trial-{trial_id}",
             tags={
                 "mlflow.parentRunId": self.parent.run_id,
@@ -101,7 +110,14 @@ class TrialTracker:
             # Atomic: a kill mid-write must not leave an empty id that hides the run.
             write_atomic(known, created.info.run_id)
             pending.unlink(missing_ok=True)
-        child = Tracker(client, created.info.run_id, self.parent.experiment, self.parent.uri, "")
+        child = Tracker(
+            client,
+            created.info.run_id,
+            self.parent.experiment,
+            self.parent.uri,
+            "",
+            guard=self.parent.guard,  # one tracking rule, one report, for the whole run
+        )
         child.log_params(params, background=True)  # awaited by end() (Tracker.flush)
         failpoint("tuning.trial_started")
         return child
@@ -120,7 +136,7 @@ class TrialTracker:
                 pass  # already gone (deleted for good, or another store)
             client.delete_run(run_id)
 
-        self.parent.guarded("delete_run", retire)
+        self.parent.guarded("delete an unfinished trial's run", retire)
 
     def set_status(self, statuses: Mapping[str, str]) -> None:
         """Set ``kts.trial_status`` of finished trials' child runs (trial id -> status)."""
@@ -128,7 +144,11 @@ class TrialTracker:
             status = statuses.get(run.data.tags.get(TRIAL_TAG, ""))
             if status is not None:
                 self.parent.guarded(
-                    "set_tag", self.parent.client.set_tag, run.info.run_id, STATUS_TAG, status
+                    "set trial statuses",
+                    self.parent.client.set_tag,
+                    run.info.run_id,
+                    STATUS_TAG,
+                    status,
                 )
 
     @staticmethod
@@ -148,7 +168,7 @@ class TrialTracker:
         metrics = [Metric("score", float(score), now, 0)] if score is not None else []
         child.log_batch(metrics=metrics, tags=tags, background=True)
         outcome = "FINISHED" if status == "COMPLETED" else "FAILED"
-        child.guarded("end", child.client.set_terminated, child.run_id, outcome)
+        child.guarded("end a trial's run", child.client.set_terminated, child.run_id, outcome)
         child.flush()  # the params, the epochs' metrics, these tags and score
         failpoint("tuning.trial_ended")
 

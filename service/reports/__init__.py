@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from service.reports.cnn import feature_maps, first_layer_filters, grad_cam, gra
 from service.reports.curves import confusion_matrix, learning_curves
 from service.reports.projection import projection
 from service.reports.reconstruction import reconstructions
+from service.strict import strict as strict_mode
 
 __all__ = [
     "CARD_FILE",
@@ -68,11 +68,6 @@ __all__ = [
 CARD_FILE = "model_card.md"
 CARD_KEYS = ("name", "data", "split", "metrics", "params", "layer_table", "bless")
 GRAD_CAM_IMAGES = 4
-
-
-def _strict() -> bool:
-    """Raise unexpected report failures under pytest (same rule as `service.tracking`)."""
-    return bool(os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("KTS_STRICT_TRACKING"))
 
 
 def _grad_cam_rows(y_test: Any, limit: int) -> np.ndarray:
@@ -126,9 +121,9 @@ def write_all(
             ``split``, ``metrics``, ``params`` (dicts, default empty),
             ``layer_table`` (text or None) and ``bless`` (the gate's verdict and the
             rows it compared on, a dict; no section when empty).
-        strict: raise unexpected failures instead of listing them; default True
-            under pytest (``PYTEST_CURRENT_TEST``), else False. `NotApplicable`
-            pictures are always listed, never raised.
+        strict: raise unexpected failures instead of listing them; default: strict
+            mode (``KTS_STRICT``, `service.strict`; the test suite turns it on).
+            `NotApplicable` pictures are always listed, never raised.
 
     Returns:
         Paths written: the pictures in the order above, then the card.
@@ -137,7 +132,7 @@ def write_all(
     unknown = sorted(set(card_info) - set(CARD_KEYS))
     if unknown:
         raise invalid_value("card_info key", unknown[0], CARD_KEYS)
-    strict = _strict() if strict is None else strict
+    strict = strict_mode() if strict is None else strict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     classify = task in CLASSIFICATION
