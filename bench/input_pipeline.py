@@ -312,7 +312,10 @@ def bench_runs(images: int, *, epochs_n: int, rounds: int, want: set[str]) -> di
                 accuracy = summary["metrics"]["test_accuracy"]
             else:
                 got, timings = run_plain(path, epochs_n=epochs_n, label=f"whole_plain_{r}")
-                assert timings["train_rows"] == train_rows, timings["train_rows"]
+                # kts splits by row identity (a keyed hash), so its train part holds about,
+                # not exactly, the plain script's 70%: 16,741 against 16,800 rows here.
+                drift = abs(timings["train_rows"] - train_rows) / train_rows
+                assert drift < 0.01, (timings["train_rows"], train_rows)
                 per_epoch = timings["train_s"]
                 plain_wall.append(got.wall_s)
                 plain_first.append(per_epoch[0])
